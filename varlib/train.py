@@ -1,0 +1,440 @@
+"""Training the embedded prior on Tiny ImageNet: tokenizer, tokenising, transformer, export.
+
+    python -m varlib.train all --out runs/tiny64            # the whole recipe (what `make prior` runs)
+    python -m varlib.train tokenizer --out runs/tiny64 --steps 3600
+    python -m varlib.train tokenize --out runs/tiny64
+    python -m varlib.train transformer --out runs/tiny64 --steps 1500
+    python -m varlib.train evaluate --out runs/tiny64
+    python -m varlib.train export --out runs/tiny64 --dest varlib/weights/tiny64
+
+Every stage is seeded, resumable (re-running continues from the last checkpoint in ``--out``),
+shows a progress bar and appends to a CSV log in ``--out``. Data order and flips depend only on the
+seed and the step, so a resumed run sees the same batches as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .prior import Prior, PriorConfig, build_prior, save_prior
+from .prior.configs import named_config
+
+VAL_SLICE = 500  # first 500 tinyimagenet-val images (by index): the held-out slice for prior metrics
+
+
+# -- small utilities -----------------------------------------------------------------------------
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class CsvLog:
+    def __init__(self, path: Path, fields: Sequence[str]):
+        self.path, self.fields = path, list(fields)
+        if not path.exists():
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerow(self.fields)
+
+    def write(self, **row) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([row.get(k, "") for k in self.fields])
+
+
+def lr_at(step: int, total: int, base: float, warmup: int, final_frac: float = 0.1) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def psnr_batch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of images in [0,1]."""
+    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1 / mse)
+
+
+def load_train_images(shards: Optional[List[int]] = None, limit: Optional[int] = None):
+    from .data import read_tinyimagenet
+    x, y, _ = read_tinyimagenet("train", shards=shards, limit=limit)
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)  # uint8 NCHW
+
+
+def load_val_images(n: int = VAL_SLICE):
+    from .data import read_tinyimagenet
+    x, y, _ = read_tinyimagenet("val", limit=n)
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
+
+
+def batch_indices(n: int, step: int, batch: int, seed: int) -> np.ndarray:
+    """Deterministic epoch-wise shuffling: the indices of ``step`` depend only on (seed, step)."""
+    per_epoch = n // batch
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng(seed * 100003 + epoch).permutation(n)
+    return perm[k * batch:(k + 1) * batch]
+
+
+def _config(args) -> PriorConfig:
+    cfg = named_config(args.config)
+    if args.patch_nums:
+        pn = tuple(int(v) for v in args.patch_nums.split(","))
+        cfg.tokenizer.patch_nums = pn
+        cfg.transformer.patch_nums = pn
+    return cfg
+
+
+# -- stage 1: tokenizer ----------------------------------------------------------------------------
+def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
+                    shards: Optional[List[int]] = None, limit: Optional[int] = None, ckpt_every: int = 200,
+                    restart_every: int = 100, bf16: bool = True) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "tokenizer_ckpt.pt"
+    torch.manual_seed(seed)
+    prior = build_prior(cfg)
+    tok = prior.tokenizer.train()
+    opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    step = 0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        tok.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step = ck["step"]
+    if step >= steps:
+        return ckpt_path
+    images, _ = load_train_images(shards, limit)
+    log = CsvLog(out / "tokenizer_log.csv", ["step", "elapsed_s", "lr", "loss", "l1", "vq", "psnr", "codes_used"])
+    elapsed0 = ck.get("elapsed", 0.0) if step else 0.0
+    t0 = time.time()
+    V = cfg.tokenizer.vocab_size
+    hits_window = torch.zeros(V)
+    bar = tqdm(total=steps, initial=step, desc="tokenizer", unit="step")
+    while step < steps:
+        idx = batch_indices(len(images), step, batch, seed)
+        g = torch.Generator().manual_seed(seed * 7919 + step)
+        x = images[idx].float().div(255)
+        flip = torch.rand(len(idx), generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x) * 2 - 1
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr, warmup=min(100, steps // 10 + 1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            rec, vq_loss, hits = tok(x)
+        rec = rec.float()
+        l1 = (rec - x).abs().mean()
+        loss = l1 + F.mse_loss(rec, x) + vq_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        hits_window += torch.stack(hits).sum(0).float()
+        step += 1
+        if step % restart_every == 0:
+            _restart_dead_codes(tok, x, hits_window, g)
+            used = int((hits_window > 0).sum())
+            hits_window.zero_()
+        else:
+            used = ""
+        if step % 10 == 0 or step == steps:
+            with torch.no_grad():
+                psnr = float(psnr_batch((rec.clamp(-1, 1) + 1) / 2, (x + 1) / 2).mean())
+            log.write(step=step, elapsed_s=round(elapsed0 + time.time() - t0, 1), lr=f"{opt.param_groups[0]['lr']:.2e}",
+                      loss=f"{loss.item():.4f}", l1=f"{l1.item():.4f}", vq=f"{vq_loss.item():.4f}", psnr=f"{psnr:.2f}",
+                      codes_used=used)
+            bar.set_postfix(loss=f"{loss.item():.3f}", psnr=f"{psnr:.1f}")
+        bar.update(1)
+        if step % ckpt_every == 0 or step == steps:
+            _atomic_save({"model": tok.state_dict(), "opt": opt.state_dict(), "step": step,
+                          "elapsed": elapsed0 + time.time() - t0, "config": cfg.to_dict()}, ckpt_path)
+    bar.close()
+    return ckpt_path
+
+
+@torch.no_grad()
+def _restart_dead_codes(tok, x: torch.Tensor, hits: torch.Tensor, g: torch.Generator) -> int:
+    """Re-initialise codes unused over the last window to residual vectors seen in this batch."""
+    dead = torch.nonzero(hits == 0).flatten()
+    if len(dead) == 0:
+        return 0
+    q = tok.quantize
+    f = tok.encode_latent(x).float()
+    B, C, H, W = f.shape
+    SN = len(q.patch_nums)
+    rest, pool = f.clone(), []
+    for si, pn in enumerate(q.patch_nums):
+        r = F.interpolate(rest, size=(pn, pn), mode="area") if si != SN - 1 else rest
+        pool.append(r.permute(0, 2, 3, 1).reshape(-1, C))
+        idx = q.nearest_codes(pool[-1]).view(B, pn, pn)
+        rest = rest - q.upsample_codes(si, q.embedding(idx).permute(0, 3, 1, 2), H, SN)
+    pool = torch.cat(pool)
+    pick = torch.randint(0, len(pool), (len(dead),), generator=g)
+    q.embedding.weight.data[dead] = pool[pick] + 1e-3 * torch.randn(len(dead), C, generator=g)
+    return len(dead)
+
+
+def load_tokenizer_from_ckpt(out: Path, cfg: PriorConfig) -> Prior:
+    prior = build_prior(cfg)
+    ck = torch.load(out / "tokenizer_ckpt.pt", map_location="cpu", weights_only=False)
+    prior.tokenizer.load_state_dict(ck["model"])
+    prior.tokenizer.eval()
+    return prior
+
+
+# -- stage 2: tokenising -----------------------------------------------------------------------------
+@torch.no_grad()
+def tokenize_split(out: Path, cfg: PriorConfig, split: str, shards=None, limit=None, batch: int = 256) -> Path:
+    """Token maps of a split -> ``tokens_{split}.npz`` (uint16 (N, L) and labels)."""
+    path = out / f"tokens_{split}.npz"
+    if path.exists():
+        return path
+    prior = load_tokenizer_from_ckpt(out, cfg)
+    images, labels = (load_train_images(shards, limit) if split == "train" else load_val_images(limit or VAL_SLICE))
+    rows = []
+    for i in tqdm(range(0, len(images), batch), desc=f"tokenize {split}", unit="batch"):
+        x = images[i:i + batch].float().div(255) * 2 - 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            f = prior.tokenizer.encode_latent(x)
+        toks = prior.tokenizer.quantize.f_to_tokens(f.float())
+        rows.append(torch.cat([t.flatten(1) for t in toks], 1).to(torch.int32).numpy().astype(np.uint16))
+    tmp = out / f"tokens_{split}.tmp.npz"
+    np.savez(tmp, tokens=np.concatenate(rows), labels=labels.numpy(), patch_nums=np.asarray(cfg.tokenizer.patch_nums))
+    os.replace(tmp, path)
+    return path
+
+
+def split_tokens(flat: torch.Tensor, patch_nums: Sequence[int]) -> List[torch.Tensor]:
+    """(B, L) token sequence -> list of (B, pn, pn) maps."""
+    out, cur = [], 0
+    for pn in patch_nums:
+        out.append(flat[:, cur:cur + pn * pn].reshape(-1, pn, pn))
+        cur += pn * pn
+    return out
+
+
+# -- stage 3: transformer ------------------------------------------------------------------------------
+def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
+                      ckpt_every: int = 100, bf16: bool = True, label_smoothing: float = 0.0) -> Path:
+    ckpt_path = out / "transformer_ckpt.pt"
+    torch.manual_seed(seed)
+    prior = load_tokenizer_from_ckpt(out, cfg)
+    tr = prior.transformer.train()
+    decay = [p for n, p in tr.named_parameters() if p.ndim >= 2 and "emb" not in n and "pos" not in n]
+    no_decay = [p for n, p in tr.named_parameters() if not (p.ndim >= 2 and "emb" not in n and "pos" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.95))
+    step, elapsed0 = 0, 0.0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        tr.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed0 = ck["step"], ck.get("elapsed", 0.0)
+    if step >= steps:
+        return ckpt_path
+    data = np.load(out / "tokens_train.npz")
+    tokens = torch.from_numpy(data["tokens"].astype(np.int64))
+    labels = torch.from_numpy(data["labels"])
+    pn = cfg.tokenizer.patch_nums
+    log = CsvLog(out / "transformer_log.csv", ["step", "elapsed_s", "lr", "loss", "acc"])
+    t0 = time.time()
+    bar = tqdm(total=steps, initial=step, desc="transformer", unit="step")
+    q = prior.tokenizer.quantize
+    while step < steps:
+        idx = batch_indices(len(tokens), step, batch, seed)
+        torch.manual_seed(seed * 7919 + step)  # class dropout draws
+        seq, lab = tokens[idx], labels[idx]
+        with torch.no_grad():
+            x_in = q.tokens_to_teacher_input(split_tokens(seq, pn))
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr, warmup=min(200, steps // 10 + 1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = tr(lab, x_in)
+        loss = F.cross_entropy(logits.float().reshape(-1, tr.V), seq.reshape(-1), label_smoothing=label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tr.parameters(), 2.0)
+        opt.step()
+        step += 1
+        if step % 10 == 0 or step == steps:
+            acc = float((logits.argmax(-1) == seq).float().mean())
+            log.write(step=step, elapsed_s=round(elapsed0 + time.time() - t0, 1), lr=f"{opt.param_groups[0]['lr']:.2e}",
+                      loss=f"{loss.item():.4f}", acc=f"{acc:.4f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
+        bar.update(1)
+        if step % ckpt_every == 0 or step == steps:
+            _atomic_save({"model": tr.state_dict(), "opt": opt.state_dict(), "step": step,
+                          "elapsed": elapsed0 + time.time() - t0}, ckpt_path)
+    bar.close()
+    return ckpt_path
+
+
+def assemble_prior(out: Path, cfg: PriorConfig) -> Prior:
+    prior = load_tokenizer_from_ckpt(out, cfg)
+    ck = torch.load(out / "transformer_ckpt.pt", map_location="cpu", weights_only=False)
+    prior.transformer.load_state_dict(ck["model"])
+    prior.transformer.eval()
+    return prior
+
+
+# -- stage 4: evaluation ---------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_tokenizer(prior: Prior, n: int = VAL_SLICE) -> Dict:
+    """Held-out PSNR (all scales and per number of scales kept) and codebook usage."""
+    images, _ = load_val_images(n)
+    x = images.float().div(255)
+    toks = []
+    for i in range(0, len(x), 100):
+        toks.append(prior.encode(x[i:i + 100]))
+    toks = [torch.cat([t[s] for t in toks]) for s in range(prior.num_scales)]
+    curve = []
+    for k in range(1, prior.num_scales + 1):
+        rec = torch.cat([prior.decode([t[i:i + 100] for t in toks], num_scales=k) for i in range(0, len(x), 100)])
+        curve.append(float(psnr_batch(rec, x).mean()))
+    used = torch.unique(torch.cat([t.flatten() for t in toks]))
+    return {"val_images": n, "psnr": curve[-1], "psnr_per_scales": curve, "codes_used_val": int(len(used)),
+            "vocab_size": prior.config.tokenizer.vocab_size}
+
+
+@torch.no_grad()
+def evaluate_transformer(prior: Prior, out: Path, batch: int = 50) -> Dict:
+    """Teacher-forced NLL / top-1 accuracy per scale on held-out tokens, beside two baselines:
+    unigram (per-scale code frequencies of the training split) and "copy the coarser scale"
+    (the training split's conditional frequency of a code given the code at the same place one
+    scale coarser, add-one smoothed; its top-1 is the most frequent such code)."""
+    cfg = prior.config
+    pn = cfg.tokenizer.patch_nums
+    V = cfg.tokenizer.vocab_size
+    tr_tok = torch.from_numpy(np.load(out / "tokens_train.npz")["tokens"].astype(np.int64))
+    va = np.load(tokenize_split(out, cfg, "val"))
+    va_tok, va_lab = torch.from_numpy(va["tokens"].astype(np.int64)), torch.from_numpy(va["labels"])
+    tr_maps, va_maps = split_tokens(tr_tok, pn), split_tokens(va_tok, pn)
+    res = {"scales": list(pn), "model_nll": [], "model_acc": [], "model_nll_uncond": [], "unigram_nll": [],
+           "unigram_acc": [], "copy_nll": [], "copy_acc": []}
+    # model
+    nll_c = torch.zeros(len(pn)); acc_c = torch.zeros(len(pn)); nll_u = torch.zeros(len(pn))
+    for i in range(0, len(va_tok), batch):
+        seq, lab = va_tok[i:i + batch], va_lab[i:i + batch]
+        x_in = prior.teacher_input(split_tokens(seq, pn))
+        for lbl, acc_into in ((lab, True), (torch.full_like(lab, prior.num_classes), False)):
+            logits = prior.transformer(lbl, x_in)
+            nll = F.cross_entropy(logits.reshape(-1, V), seq.reshape(-1), reduction="none").view(len(seq), -1)
+            for s, (b, e) in enumerate(prior.transformer.begin_ends):
+                if acc_into:
+                    nll_c[s] += nll[:, b:e].mean(1).sum()
+                    acc_c[s] += (logits[:, b:e].argmax(-1) == seq[:, b:e]).float().mean(1).sum()
+                else:
+                    nll_u[s] += nll[:, b:e].mean(1).sum()
+    n = len(va_tok)
+    res["model_nll"] = (nll_c / n).tolist(); res["model_acc"] = (acc_c / n).tolist(); res["model_nll_uncond"] = (nll_u / n).tolist()
+    for s in range(len(pn)):
+        freq = torch.bincount(tr_maps[s].flatten(), minlength=V).float() + 1
+        logp = (freq / freq.sum()).log()
+        tgt = va_maps[s].flatten()
+        res["unigram_nll"].append(float(-logp[tgt].mean()))
+        res["unigram_acc"].append(float((tgt == logp.argmax()).float().mean()))
+        if s == 0:
+            res["copy_nll"].append(res["unigram_nll"][-1]); res["copy_acc"].append(res["unigram_acc"][-1])
+            continue
+        def coarse_of(maps):
+            return F.interpolate(maps[s - 1][:, None].float(), size=(pn[s], pn[s]), mode="nearest")[:, 0].long().flatten()
+        table = torch.ones(V, V)
+        table.index_put_((coarse_of(tr_maps), tr_maps[s].flatten()), torch.ones(tr_maps[s].numel()), accumulate=True)
+        logp_tab = (table / table.sum(1, keepdim=True)).log()
+        c_va = coarse_of(va_maps)
+        res["copy_nll"].append(float(-logp_tab[c_va, tgt].mean()))
+        res["copy_acc"].append(float((logp_tab[c_va].argmax(1) == tgt).float().mean()))
+    res["val_images"] = n
+    return res
+
+
+@torch.no_grad()
+def time_sampling(prior: Prior, repeats: int = 3) -> Dict:
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for cache in (True, False):
+        prior.sample([0], cfg=1.5, top_k=0, top_p=0.0, generator=g, use_kv_cache=cache)  # warm-up
+        t = time.perf_counter()
+        for _ in range(repeats):
+            prior.sample([0], cfg=1.5, generator=g, use_kv_cache=cache)
+        out["seconds_per_image_kv_cache" if cache else "seconds_per_image_no_cache"] = (time.perf_counter() - t) / repeats
+    return out
+
+
+def evaluate(out: Path, cfg: PriorConfig) -> Dict:
+    prior = assemble_prior(out, cfg)
+    metrics = {"tokenizer": evaluate_tokenizer(prior), "transformer": evaluate_transformer(prior, out),
+               "sampling_cpu": time_sampling(prior)}
+    for stage in ("tokenizer", "transformer"):
+        ck = torch.load(out / f"{stage}_ckpt.pt", map_location="cpu", weights_only=False)
+        metrics[stage]["steps"] = ck["step"]
+        metrics[stage]["train_wall_s"] = round(ck.get("elapsed", 0.0), 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def export(out: Path, cfg: PriorConfig, dest: Path) -> Path:
+    """Ship the trained prior: fp16 safetensors, config, metrics, SHA256SUMS (see MODEL_CARD.md)."""
+    prior = assemble_prior(out, cfg)
+    save_prior(prior, dest, half=True)
+    if (out / "metrics.json").exists():
+        (dest / "metrics.json").write_text((out / "metrics.json").read_text())
+    return dest
+
+
+# -- command line -----------------------------------------------------------------------------------------
+RECIPES = {  # the CPU recipe that produced the shipped weights (steps chosen from measured 2-core speeds)
+    "tiny64": dict(tokenizer_steps=3000, transformer_steps=2400, batch=32),
+}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m varlib.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=["tokenizer", "tokenize", "transformer", "evaluate", "export", "all"])
+    ap.add_argument("--out", default="runs/tiny64", help="run directory (checkpoints, logs, tokens)")
+    ap.add_argument("--config", default="tiny64")
+    ap.add_argument("--patch-nums", default=None, help="override the scale schedule, e.g. 1,2,4,8,16")
+    ap.add_argument("--steps", type=int, default=None, help="steps of the chosen stage (default: the recipe)")
+    ap.add_argument("--tokenizer-steps", type=int, default=None)
+    ap.add_argument("--transformer-steps", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shards", default=None, help="comma-separated train shards (default 0,1,2)")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N training images (tests)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--dest", default=None, help="export directory (default varlib/weights/<config>)")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = _config(a)
+    recipe = RECIPES.get(a.config, dict(tokenizer_steps=200, transformer_steps=200, batch=a.batch))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shards = [int(s) for s in a.shards.split(",")] if a.shards else None
+    tok_steps = a.tokenizer_steps or (a.steps if a.stage == "tokenizer" else None) or recipe["tokenizer_steps"]
+    tr_steps = a.transformer_steps or (a.steps if a.stage == "transformer" else None) or recipe["transformer_steps"]
+    bf16 = not a.no_bf16
+    if a.stage in ("tokenizer", "all"):
+        train_tokenizer(out, cfg, tok_steps, a.batch, a.lr or 1e-3, a.seed, shards, a.limit, bf16=bf16)
+    if a.stage in ("tokenize", "all"):
+        tokenize_split(out, cfg, "train", shards, a.limit)
+    if a.stage in ("transformer", "all"):
+        train_transformer(out, cfg, tr_steps, a.batch, a.lr or 1e-3, a.seed, bf16=bf16)
+    if a.stage in ("evaluate", "all"):
+        print(json.dumps(evaluate(out, cfg), indent=1))
+    if a.stage in ("export", "all"):
+        dest = Path(a.dest) if a.dest else Path(__file__).resolve().parent / "weights" / cfg.name
+        print("exported to", export(out, cfg, dest))
+
+
+if __name__ == "__main__":
+    main()
