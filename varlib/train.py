@@ -298,8 +298,14 @@ def evaluate_tokenizer(prior: Prior, n: int = VAL_SLICE) -> Dict:
         rec = torch.cat([prior.decode([t[i:i + 100] for t in toks], num_scales=k) for i in range(0, len(x), 100)])
         curve.append(float(psnr_batch(rec, x).mean()))
     used = torch.unique(torch.cat([t.flatten() for t in toks]))
+    bicubic = {}
+    for f in (2, 4):  # scale of comparison: bicubic down-and-up sampling
+        s = x.shape[-1] // f
+        down = F.interpolate(x, size=(s, s), mode="bicubic", antialias=True, align_corners=False)
+        up = F.interpolate(down, size=x.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+        bicubic[f"bicubic_x{f}_psnr"] = float(psnr_batch(up, x).mean())
     return {"val_images": n, "psnr": curve[-1], "psnr_per_scales": curve, "codes_used_val": int(len(used)),
-            "vocab_size": prior.config.tokenizer.vocab_size}
+            "vocab_size": prior.config.tokenizer.vocab_size, **bicubic}
 
 
 @torch.no_grad()

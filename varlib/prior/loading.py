@@ -111,17 +111,21 @@ def _torch_load(path: Path) -> Dict[str, torch.Tensor]:
     return state
 
 
-def _load_official_dir(path: Path, config: Optional[PriorConfig], device) -> Prior:
+def _load_official_dir(path: Path, config: Optional[PriorConfig], device, depth: Optional[int] = None) -> Prior:
+    """``depth`` (from a name like 'var-d20') or else the config's depth picks var_d{depth}.pth when present."""
     var_files = sorted(path.glob("var_d*.pth"))
     vae_files = sorted(path.glob("vae*.pth"))
     if not var_files or not vae_files:
         raise FileNotFoundError(f"{path} holds no official VAR checkpoint pair (vae_*.pth + var_d*.pth)")
+    if config is None and (path / "config.json").exists():
+        config = PriorConfig.from_dict(json.loads((path / "config.json").read_text()))
+    depth = depth if depth is not None else (config.transformer.depth if config is not None else None)
+    if depth is not None and (path / f"var_d{depth}.pth").exists():
+        var_files = [path / f"var_d{depth}.pth"]
     if len(var_files) > 1 and config is None:
         raise ValueError(f"{path} holds several transformers ({', '.join(f.name for f in var_files)}); "
                          "load by name (e.g. 'var-d16' with VARLIB_VAR_DIR) or pass config=")
     var_file, vae_file = var_files[0], vae_files[0]
-    if config is None and (path / "config.json").exists():
-        config = PriorConfig.from_dict(json.loads((path / "config.json").read_text()))
     if config is None:
         m = re.match(r"var_d(\d+)\.pth", var_file.name)
         depth = int(m.group(1)) if m else -1
@@ -182,7 +186,7 @@ def load_prior(name_or_path: Union[str, os.PathLike] = "tiny64", device: Union[s
     if key.lower().startswith("var-d") and not Path(key).exists():
         cfg = named_config(key)  # validates the depth
         depth = cfg.transformer.depth
-        return _load_official_dir(_fetch_official(depth, cache_dir), config or cfg, device)
+        return _load_official_dir(_fetch_official(depth, cache_dir), config or cfg, device, depth=depth)
     path = Path(key)
     if not path.exists() and key in KNOWN_PRIORS:
         path = PACKAGE_WEIGHTS / key

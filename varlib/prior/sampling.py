@@ -80,8 +80,11 @@ class ScaleStepper:
         self.tokens: List[torch.Tensor] = []
         self._logits: Optional[torch.Tensor] = None
         self._prefix: List[torch.Tensor] = []  # inputs so far, for the no-cache path
+        # this stepper's own keys/values per block: the attention modules only hold them during a forward,
+        # so several steppers (or a full forward) can interleave on one transformer
+        self._kv: List[tuple] = [(None, None)] * len(tr.blocks)
         self.transformer_evals = 0
-        tr.kv_caching(use_kv_cache)
+        tr.kv_caching(False)
 
     @property
     def num_scales(self) -> int:
@@ -105,8 +108,14 @@ class ScaleStepper:
             tr = self.tr
             x = self.next_map
             if self.use_kv_cache:
-                for b in tr.blocks:
-                    x = b(x, self.cond_BD, None)
+                for b, (k, v) in zip(tr.blocks, self._kv):
+                    b.attn.caching, b.attn.cached_k, b.attn.cached_v = True, k, v
+                try:
+                    for b in tr.blocks:
+                        x = b(x, self.cond_BD, None)
+                    self._kv = [(b.attn.cached_k, b.attn.cached_v) for b in tr.blocks]
+                finally:
+                    tr.kv_caching(False)
             else:
                 self._prefix.append(x)
                 x = torch.cat(self._prefix, dim=1)
@@ -141,6 +150,12 @@ class ScaleStepper:
             self.tokens.append(torch.full((self.B, self.patch_num, self.patch_num), -1, dtype=torch.long,
                                           device=codes.device))
         tr = self.tr
+        if self._logits is None and self.si < self.num_scales - 1:
+            # later scales attend to this scale's input: record it even when its logits were never read
+            if self.use_kv_cache:
+                self.raw_logits()
+            else:
+                self._prefix.append(self.next_map)
         self.f_hat, nxt = self.quant.next_input(self.si, self.f_hat, codes)
         self.cur_L += self.patch_num ** 2
         self.si += 1
@@ -150,7 +165,8 @@ class ScaleStepper:
             nxt = tr.word_embed(nxt.flatten(2).transpose(1, 2)) + self.lvl_pos[:, self.cur_L:self.cur_L + pn * pn]
             self.next_map = nxt.repeat(2, 1, 1) if self.guided else nxt
         else:
-            tr.kv_caching(False)
+            self._kv = [(None, None)] * len(tr.blocks)
 
     def close(self) -> None:
+        self._kv = [(None, None)] * len(self.tr.blocks)
         self.tr.kv_caching(False)

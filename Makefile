@@ -1,0 +1,58 @@
+# varlib: the two commands a fresh machine needs are `make test` and `make all` (see README).
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PARAMS ?= params/default.yaml
+RUN ?= $(basename $(notdir $(PARAMS)))
+RESULTS := results/$(RUN)
+# the data directory: ../shared/data when it exists (development machines and CI)
+SHARED_DATA := $(abspath ../shared/data)
+ifeq ($(origin VARLIB_DATA_DIR), undefined)
+  ifneq ($(wildcard $(SHARED_DATA)),)
+    export VARLIB_DATA_DIR := $(SHARED_DATA)
+  endif
+endif
+
+.PHONY: all test venv prior lab clean-results report figures operators-figure prior-report bench
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make test             create/refresh .venv and run the tests"
+	@echo "make all              regenerate every figure and table (PARAMS=$(PARAMS))"
+	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2 h)"
+	@echo "make lab              JupyterLab on the project"
+	@echo "make clean-results    delete results/$(RUN)"
+
+# -- environment -----------------------------------------------------------------------------------
+$(VENV)/.stamp: pyproject.toml requirements.txt
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: deepinv needs torchvision, which imports only beside torch 2.14.1 here
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# -- tests ------------------------------------------------------------------------------------------
+test: $(VENV)/.stamp
+	$(PY) -m pytest -q
+
+# -- the embedded prior -----------------------------------------------------------------------------
+prior: $(VENV)/.stamp
+	$(PY) -m varlib.train all --out runs/tiny64
+
+# -- figures outside the notebooks -------------------------------------------------------------------
+operators-figure: $(VENV)/.stamp
+	$(PY) -m varlib.figures operators --out results/figures/operators.png
+
+lab: $(VENV)/.stamp
+	$(PY) -m jupyter lab --notebook-dir=.
+
+clean-results:
+	rm -rf $(RESULTS)
+
+# -- the study (notebooks run by papermill) ----------------------------------------------------------
+include notebooks.mk

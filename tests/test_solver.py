@@ -1,0 +1,134 @@
+"""The VAR solver on small real models: guidance, injection, data consistency, errors."""
+import pytest
+import torch
+
+from varlib.prior import build_prior
+from varlib.solver import NAMED_SETTINGS, resolve_settings, solve
+
+
+class MaskOperator:
+    """A minimal linear inpainting operator (the real ones are tested in test_operators.py)."""
+
+    task = "inpaint_random"
+    noise_sigma = 0.025
+
+    def __init__(self, size: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.image_size = size
+        self.observed_mask = (torch.rand(1, 1, size, size, generator=g) > 0.5).float()
+
+    def A(self, x):
+        return x * self.observed_mask
+
+    def A_adjoint(self, y):
+        return y * self.observed_mask
+
+    def init_estimate(self, y):
+        return (y + (1 - self.observed_mask) * 0.5).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def prior():
+    torch.manual_seed(0)
+    p = build_prior("test")
+    # make the transformer non-trivial so logits differ between positions and scales
+    with torch.no_grad():
+        for b in p.transformer.blocks:
+            b.ada_lin[-1].weight.add_(0.1 * torch.randn_like(b.ada_lin[-1].weight))
+        p.transformer.head.weight.mul_(50)
+        # spread the codebook like real latents so that codes matter
+        p.tokenizer.quantize.embedding.weight.normal_(0, 1)
+    return p
+
+
+@pytest.fixture(scope="module")
+def problem(prior):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 3, 8, 8, generator=g)
+    x = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear")  # smooth-ish images
+    op = MaskOperator(16)
+    return x, op, op.A(x)
+
+
+def test_guidance_reduces_residual_vs_unguided(prior, problem):
+    x, op, y = problem
+    unguided = solve(y, op, prior, "injection_only", injection_depth=0, dc_pixel=False)
+    guided = solve(y, op, prior, "guided", injection_depth=0, guidance_steps=5, guidance_strength=2.0)
+    r_u = sum(unguided.extras["final_residual"])
+    r_g = sum(guided.extras["final_residual"])
+    assert r_g < 0.9 * r_u, (r_g, r_u)
+    assert guided.decoder_evals > unguided.decoder_evals
+    assert guided.transformer_evals == prior.num_scales
+
+
+def test_full_injection_reproduces_reconstruction_of_initial_estimate(prior, problem):
+    x, op, y = problem
+    res = solve(y, op, prior, "injection_only", injection_depth=prior.num_scales)
+    expected = prior.reconstruct(op.init_estimate(y))
+    assert torch.allclose(res.image, expected, atol=1e-5)
+    init_tokens = prior.encode(op.init_estimate(y))
+    for a, b in zip(res.tokens, init_tokens):
+        assert torch.equal(a, b)
+
+
+def test_partial_injection_follows_observed_mask(prior, problem):
+    x, op, y = problem
+    res = solve(y, op, prior, "injection_only", injection_depth=1, partial_injection_depth=prior.num_scales,
+                partial_injection_threshold=0.5)
+    init_tokens = prior.encode(op.init_estimate(y))
+    pn = prior.patch_nums[-1]
+    frac = torch.nn.functional.adaptive_avg_pool2d(op.observed_mask, (pn, pn))[0, 0]
+    chosen = frac >= 0.5
+    assert chosen.any() and (~chosen).any()
+    assert torch.equal(res.tokens[-1][:, chosen], init_tokens[-1][:, chosen])
+
+
+def test_data_consistency_lowers_residual(prior, problem):
+    x, op, y = problem
+    plain = solve(y, op, prior, "guided")
+    dc = solve(y, op, prior, "guided", dc_latent_steps=20, dc_pixel=True)
+    assert sum(dc.extras["final_residual"]) < 0.5 * sum(plain.extras["final_residual"])
+
+
+def test_several_samples_give_mean_std_and_best(prior, problem):
+    x, op, y = problem
+    res = solve(y, op, prior, "reference", num_samples=3, return_samples=True)
+    assert res.samples.shape == (3, 4, 3, 16, 16)
+    assert torch.allclose(res.image, res.samples.mean(0).clamp(0, 1), atol=1e-6)
+    assert res.std.shape == (4, 3, 16, 16) and float(res.std.max()) > 0
+    best = solve(y, op, prior, "reference", num_samples=3, select="best", return_samples=True)
+    resid = (op.A(best.samples.flatten(0, 1)) - y.repeat(3, 1, 1, 1)).pow(2).flatten(1).mean(1).view(3, 4)
+    idx = resid.argmin(0)
+    assert torch.allclose(best.image, best.samples[idx, torch.arange(4)])
+
+
+def test_same_seed_same_result_and_residual_per_scale(prior, problem):
+    x, op, y = problem
+    a = solve(y, op, prior, "reference", seed=3)
+    b = solve(y, op, prior, "reference", seed=3)
+    c = solve(y, op, prior, "reference", seed=4)
+    assert torch.equal(a.image, b.image)
+    assert not torch.equal(a.image, c.image)
+    assert len(a.residual_per_scale) == prior.num_scales
+
+
+def test_reference_settings_are_the_published_ones():
+    s = resolve_settings("reference")
+    assert s["cfg"] == 1.5 and s["guidance_steps"] == 1 and s["gumbel"] and s["grad_clip"] == 2.0
+    assert s["lowpass"] == "reference" and s["tau_schedule"] == "reference"
+
+
+def test_bad_settings_are_refused(prior, problem):
+    x, op, y = problem
+    with pytest.raises(ValueError, match="unknown solver settings"):
+        solve(y, op, prior, "fancy")
+    with pytest.raises(ValueError, match="outside the prior's schedule"):
+        solve(y, op, prior, "default", injection_depth=prior.num_scales + 1)
+    with pytest.raises(ValueError, match="unknown solver setting"):
+        solve(y, op, prior, "default", guidance_strenght=1.0)
+    with pytest.raises(ValueError, match="decode"):
+        solve(y, op, prior, "default", decode="beam")
+    with pytest.raises(ValueError, match="px"):
+        big = MaskOperator(32)
+        solve(big.A(torch.rand(1, 3, 32, 32)), big, prior)
+    assert set(NAMED_SETTINGS) >= {"default", "reference", "injection_only"}

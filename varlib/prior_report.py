@@ -1,0 +1,170 @@
+"""Figures and tables that show how good the embedded prior is (``results/prior/``).
+
+    python -m varlib.prior_report --run runs/tiny64 --out results/prior
+
+Reads the run directory written by :mod:`varlib.train` (logs, checkpoints, metrics.json) or the
+shipped weights, and draws: held-out reconstructions with PSNR, the coarse-to-fine PSNR curve,
+training curves, the per-scale NLL against the baselines, class-conditional samples (two
+guidance values) and class-agnostic samples, and the schedule trade-off table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from .prior import Prior, load_prior
+
+
+def _save(fig, out: Path, name: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{name}.png", dpi=130, bbox_inches="tight")
+    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _grid(ax, images: torch.Tensor, nrow: int) -> None:
+    """Show (N,3,H,W) in [0,1] as a grid with 1 px white gutters."""
+    N, _, H, W = images.shape
+    ncol = int(np.ceil(N / nrow))
+    canvas = np.ones((nrow * (H + 1) - 1, ncol * (W + 1) - 1, 3))
+    for i in range(N):
+        r, c = divmod(i, ncol)
+        canvas[r * (H + 1):r * (H + 1) + H, c * (W + 1):c * (W + 1) + W] = images[i].permute(1, 2, 0).cpu().numpy()
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_xticks([]); ax.set_yticks([])
+
+
+def reconstructions_figure(prior: Prior, out: Path, n: int = 8) -> None:
+    from .data import read_tinyimagenet
+    from .train import psnr_batch
+    x, _, names = read_tinyimagenet("val", limit=n)
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    rec = prior.reconstruct(x)
+    p = psnr_batch(rec, x)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.6))
+    for i in range(n):
+        axes[0, i].imshow(x[i].permute(1, 2, 0).numpy()); axes[0, i].set_title(names[i].replace(".JPEG", ""), fontsize=7)
+        axes[1, i].imshow(rec[i].permute(1, 2, 0).numpy()); axes[1, i].set_title(f"{p[i]:.1f} dB", fontsize=8)
+        for a in axes[:, i]:
+            a.set_xticks([]); a.set_yticks([])
+    axes[0, 0].set_ylabel("held-out\nphoto", fontsize=8)
+    axes[1, 0].set_ylabel("tokenizer\nreconstruction", fontsize=8)
+    fig.suptitle(f"{prior.name}: tinyimagenet-val reconstructions (64 px, all {prior.num_scales} scales), PSNR per image",
+                 fontsize=9)
+    _save(fig, out, "reconstructions")
+
+
+def coarse_to_fine_figure(prior: Prior, metrics: Dict, out: Path) -> None:
+    tok = metrics["tokenizer"]
+    curve = tok["psnr_per_scales"]
+    pn = prior.patch_nums
+    cum_tokens = np.cumsum([p * p for p in pn])
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot(range(1, len(curve) + 1), curve, "o-")
+    for k, (c, t) in enumerate(zip(curve, cum_tokens), start=1):
+        ax.annotate(f"{pn[k - 1]}x{pn[k - 1]}\n{t} tok", (k, c), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=7)
+    if "bicubic_x4_psnr" in tok:
+        ax.axhline(tok["bicubic_x4_psnr"], color="gray", ls="--", lw=1, label=f"bicubic x4 down/up ({tok['bicubic_x4_psnr']:.1f} dB)")
+        ax.axhline(tok["bicubic_x2_psnr"], color="gray", ls=":", lw=1, label=f"bicubic x2 down/up ({tok['bicubic_x2_psnr']:.1f} dB)")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel("number of scales decoded (coarse to fine)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(f"Tokenizer coarse-to-fine PSNR, {tok['val_images']} tinyimagenet-val images", fontsize=9)
+    ax.set_ylim(min(curve) - 1, max(curve) + 2.5)
+    ax.grid(alpha=0.3)
+    _save(fig, out, "coarse_to_fine")
+
+
+def training_curves_figure(run: Path, out: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    tl = pd.read_csv(run / "tokenizer_log.csv")
+    axes[0].plot(tl["elapsed_s"] / 60, tl["psnr"].rolling(10, min_periods=1).mean())
+    axes[0].set_xlabel("wall time (min, 2-core CPU)"); axes[0].set_ylabel("train-batch PSNR (dB), 10-pt mean")
+    axes[0].set_title("tokenizer", fontsize=9); axes[0].grid(alpha=0.3)
+    if (run / "transformer_log.csv").exists():
+        ml = pd.read_csv(run / "transformer_log.csv")
+        axes[1].plot(ml["elapsed_s"] / 60, ml["loss"].rolling(10, min_periods=1).mean())
+        axes[1].set_xlabel("wall time (min, 2-core CPU)"); axes[1].set_ylabel("train cross-entropy (nats/token)")
+        axes[1].set_title("transformer", fontsize=9); axes[1].grid(alpha=0.3)
+    _save(fig, out, "training_curves")
+
+
+def nll_figure(metrics: Dict, out: Path) -> None:
+    m = metrics["transformer"]
+    pn = m["scales"]
+    xs = np.arange(len(pn))
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    for key, lab in (("model_nll", "transformer (class given)"), ("model_nll_uncond", "transformer (null class)"),
+                     ("unigram_nll", "unigram baseline"), ("copy_nll", "copy-coarser baseline")):
+        axes[0].plot(xs, m[key], "o-", label=lab)
+    for key, lab in (("model_acc", "transformer"), ("unigram_acc", "unigram"), ("copy_acc", "copy-coarser")):
+        axes[1].plot(xs, np.asarray(m[key]) * 100, "o-", label=lab)
+    for a, yl in zip(axes, ("held-out NLL (nats/token)", "held-out top-1 accuracy (%)")):
+        a.set_xticks(xs); a.set_xticklabels([f"{p}x{p}" for p in pn]); a.set_xlabel("scale")
+        a.set_ylabel(yl); a.grid(alpha=0.3); a.legend(fontsize=7)
+    fig.suptitle(f"Teacher-forced transformer metrics per scale, {m['val_images']} tinyimagenet-val images", fontsize=9)
+    _save(fig, out, "transformer_nll")
+
+
+def samples_figure(prior: Prior, out: Path, classes: Optional[List[int]] = None, per_class: int = 4,
+                   cfgs=(0.0, 3.0), seed: int = 0) -> None:
+    from .data import tinyimagenet_classes
+    words = {}
+    try:
+        wnids = tinyimagenet_classes()
+        from .data import data_dir
+        for line in (data_dir() / "tinyimagenet" / "words.txt").read_text().splitlines():
+            k, v = line.split("\t", 1)
+            words[k] = v.split(",")[0]
+        names = [words.get(w, w) for w in wnids]
+    except Exception:
+        names = [str(i) for i in range(prior.num_classes)]
+    classes = classes or [0, 20, 50, 80, 110, 140, 170, 190]
+    fig, axes = plt.subplots(len(cfgs) + 1, 1, figsize=(1.0 * per_class * len(classes) / 2 + 1, 2.3 * (len(cfgs) + 1)))
+    for row, cfg in enumerate(cfgs):
+        g = torch.Generator().manual_seed(seed)
+        labels = torch.tensor(classes).repeat_interleave(per_class)
+        imgs = prior.sample(labels, cfg=cfg, top_k=0, top_p=0.95, generator=g)
+        _grid(axes[row], imgs, nrow=2)
+        axes[row].set_title(f"class-conditional, cfg = {cfg} (columns grouped by class: "
+                            + ", ".join(names[c] for c in classes) + ")", fontsize=7)
+    g = torch.Generator().manual_seed(seed)
+    imgs = prior.sample(torch.full((per_class * len(classes),), -1), cfg=0.0, top_p=0.95, generator=g)
+    _grid(axes[-1], imgs, nrow=2)
+    axes[-1].set_title("class-agnostic (null class)", fontsize=7)
+    fig.suptitle(f"{prior.name} samples (top-p 0.95, seed {seed}); each class fills {per_class // 2} columns x 2 rows", fontsize=8)
+    _save(fig, out, "samples")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m varlib.prior_report")
+    ap.add_argument("--run", default="runs/tiny64")
+    ap.add_argument("--prior", default="tiny64")
+    ap.add_argument("--out", default="results/prior")
+    a = ap.parse_args(argv)
+    out, run = Path(a.out), Path(a.run)
+    prior = load_prior(a.prior)
+    metrics = prior.metadata.get("metrics") or json.loads((run / "metrics.json").read_text())
+    reconstructions_figure(prior, out)
+    coarse_to_fine_figure(prior, metrics, out)
+    if run.exists():
+        training_curves_figure(run, out)
+    nll_figure(metrics, out)
+    samples_figure(prior, out)
+    print("figures written to", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,371 @@
+"""The training-free VAR solver: hard token injection + measurement-guided logit refinement.
+
+Over the prior's scale schedule (coarse to fine):
+
+1. **Hard token injection** at the first ``injection_depth`` scales: the operator's initial estimate
+   is tokenised and its tokens are used instead of sampling. With ``partial_injection_depth`` and an
+   inpainting operator, deeper scales are injected only at the token cells whose pixels are mostly
+   observed (a per-scale mask), as the reference method does.
+2. **Logit refinement** at later scales: the transformer's logits ``z`` for the scale are refined by
+   ``guidance_steps`` steps of ``z <- z - s * g / rms(g)``, where ``g`` is the gradient of
+   ``||y - A(D(f_hat + phi(up(softmax(z / tau) @ codebook))))||^2`` (soft code map added to the
+   detached accumulated latent ``f_hat`` and decoded by ``D``). Normalising by the gradient's RMS
+   makes one strength ``s`` meaningful across tasks. Then tokens are sampled or taken by argmax.
+3. Optional **data consistency** after the last scale (beyond the reference): a few Adam steps on
+   the continuous latent to fit the measurement while staying near the prior's output, then a
+   pixel-space proximal step on ``||y - A x||^2`` solved by conjugate gradients. This breaks the
+   ceiling set by the tokenizer's reconstruction quality.
+4. Optional **several samples** per measurement (batched): mean (MMSE estimate), per-pixel
+   standard deviation (uncertainty) and best-of-N by measurement residual.
+
+``reference`` reproduces the published settings of the reference method (a ``var_inv`` package):
+per-scale ratio r = si / (S - 1); CFG 1.5 r; step 0 for r < 0.05 else 0.05 + 0.3 r; one step per
+scale; logits divided by their std; Gumbel-softmax with temperature 1 - 0.75 r; residual low-passed
+by a box filter of size 9 -> 1 and an average-pool/up-sample factor 4 -> 1 in r; gradient clipped
+to [-2, 2]; top-k/top-p sampling.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from .prior.model import Prior, check_images
+from .prior.sampling import filter_logits, sample_tokens
+from .result import Result
+
+# Settings shared by every named configuration; a named configuration overrides some of them.
+BASE_SETTINGS: Dict[str, Any] = dict(
+    injection_depth=2,            # scales fully injected from the initial estimate
+    partial_injection_depth=0,    # scales injected only where observed (inpainting); 0 = off
+    partial_injection_threshold=0.9,  # observed fraction a token cell needs to be injected
+    guidance_steps=3,
+    guidance_strength=1.0,        # step on (std-normalised) logits per unit-RMS gradient
+    guidance_schedule="constant",  # "constant" or "reference" (0 for r < .05, else .05 + .3 r, times strength)
+    tau=1.0,                      # softmax temperature of the soft code map
+    tau_schedule="constant",      # "constant" or "reference" (1 -> 0.25 in r)
+    gumbel=False,                 # Gumbel-softmax relaxation (reference) instead of plain softmax
+    normalize_logits=True,        # divide logits by their std before the relaxation
+    lowpass="none",               # "none" or "reference" (box 9->1 and pool 4->1 in r, at 256 px)
+    grad_clip=None,               # clamp the logit gradient elementwise (reference: 2.0)
+    cfg=0.0,                      # classifier-free guidance at the last scale (ramp from 0)
+    decode="argmax",              # "argmax" or "sample"
+    top_k=0, top_p=0.0, temperature=1.0,
+    dc_latent_steps=0,            # data consistency: Adam steps on the continuous latent
+    dc_latent_lr=0.05,
+    dc_latent_weight=1.0,         # weight of ||f - f_prior||^2 / numel relative to the data term
+    dc_pixel=False,               # final proximal step on ||y - A x||^2 in pixels (CG)
+    dc_pixel_rho=None,            # proximal weight; None = from the noise level
+    dc_pixel_iters=30,
+    num_samples=1,
+    select="mean",                # with num_samples > 1: "mean" (MMSE) or "best" (lowest residual)
+    class_labels=None,            # (B,) class ids, or None / -1 for class-agnostic
+    seed=0,
+    track_residual=True,          # decode after each scale to record the measurement residual
+)
+
+NAMED_SETTINGS: Dict[str, Dict[str, Any]] = {
+    # the published reference method (see module docstring)
+    "reference": dict(injection_depth=2, guidance_steps=1, guidance_strength=1.0, guidance_schedule="reference",
+                      tau_schedule="reference", gumbel=True, normalize_logits=True, lowpass="reference",
+                      grad_clip=2.0, cfg=1.5, decode="sample", top_k=900, top_p=0.96),
+    # injection only: no guidance, argmax decoding
+    "injection_only": dict(guidance_steps=0, decode="argmax"),
+    # our default: injection + normalised guidance + data consistency (per-task values in TASK_DEFAULTS)
+    "default": dict(guidance_steps=3, guidance_strength=1.0, decode="argmax",
+                    dc_latent_steps=30, dc_pixel=True),
+    # guidance without the data-consistency step (ablation)
+    "guided": dict(guidance_steps=3, guidance_strength=1.0, decode="argmax"),
+}
+
+# Per-task defaults of the "default" settings, chosen by the ablations on tinyimagenet-train
+# (see varlib/tune.py and results/tuning/); tasks not listed use NAMED_SETTINGS["default"].
+TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {}
+
+
+def resolve_settings(settings: Union[str, Dict[str, Any], None] = "default", task: Optional[str] = None,
+                     num_scales: Optional[int] = None, **overrides) -> Dict[str, Any]:
+    """Full settings dict: base <- named (<- per-task defaults for "default") <- dict <- overrides."""
+    s = copy.deepcopy(BASE_SETTINGS)
+    if settings is None:
+        settings = "default"
+    if isinstance(settings, str):
+        if settings not in NAMED_SETTINGS:
+            raise ValueError(f"unknown solver settings {settings!r}; named settings: {', '.join(NAMED_SETTINGS)}")
+        s.update(NAMED_SETTINGS[settings])
+        if settings == "default" and task in TASK_DEFAULTS:
+            s.update(TASK_DEFAULTS[task])
+        s["name"] = settings
+    else:
+        base = settings.get("base", "default")
+        s = resolve_settings(base, task, num_scales)
+        s.update({k: v for k, v in settings.items() if k != "base"})
+    unknown = set(overrides) - set(BASE_SETTINGS) - {"name"}
+    if unknown:
+        raise ValueError(f"unknown solver setting(s) {sorted(unknown)}; valid: {sorted(BASE_SETTINGS)}")
+    s.update(overrides)
+    bad = set(s) - set(BASE_SETTINGS) - {"name", "base"}
+    if bad:
+        raise ValueError(f"unknown solver setting(s) {sorted(bad)}; valid: {sorted(BASE_SETTINGS)}")
+    if num_scales is not None:
+        for key in ("injection_depth", "partial_injection_depth"):
+            if not 0 <= int(s[key]) <= num_scales:
+                raise ValueError(f"{key}={s[key]} is outside the prior's schedule: it has {num_scales} scales "
+                                 f"(use 0..{num_scales})")
+    if s["decode"] not in ("argmax", "sample"):
+        raise ValueError(f"decode must be 'argmax' or 'sample', got {s['decode']!r}")
+    if s["select"] not in ("mean", "best"):
+        raise ValueError(f"select must be 'mean' or 'best', got {s['select']!r}")
+    if int(s["num_samples"]) < 1:
+        raise ValueError(f"num_samples must be >= 1, got {s['num_samples']}")
+    return s
+
+
+# -- pieces ---------------------------------------------------------------------------------------------
+def _box_lowpass(x: torch.Tensor, box: int, pool: int) -> torch.Tensor:
+    """Box filter of odd size ``box`` then average-pool / bicubic up-sample by ``pool`` (reference)."""
+    if box > 1:
+        pad = box // 2
+        x = F.avg_pool2d(F.pad(x, (pad,) * 4, mode="replicate"), box, stride=1)
+    if pool > 1 and x.shape[-1] % pool == 0:
+        H, W = x.shape[-2:]
+        x = F.interpolate(F.avg_pool2d(x, pool), size=(H, W), mode="bicubic", align_corners=False)
+    return x
+
+
+def _reference_lowpass_params(r: float, image_size: int) -> tuple:
+    box = int(round(9 - 8 * r))
+    box = box if box % 2 == 1 else box + 1
+    pool = int(round(4 - 3 * r))
+    return box, pool
+
+
+def _residual_loss(x: torch.Tensor, y: torch.Tensor, operator, lowpass: str, r: float) -> torch.Tensor:
+    """Sum of squared measurement residuals per image (B,), optionally low-passed (reference)."""
+    Ax = operator.A(x)
+    if lowpass == "reference":
+        box, pool = _reference_lowpass_params(r, x.shape[-1])
+        Ax, y = _box_lowpass(Ax, box, pool), _box_lowpass(y, box, pool)
+    return (Ax - y).pow(2).flatten(1).sum(1)
+
+
+def _relaxed_codes(z: torch.Tensor, tau: float, s: Dict[str, Any], generator: Optional[torch.Generator]) -> torch.Tensor:
+    """(B, l, V) logits -> (B, l, V) soft one-hot weights."""
+    if s["normalize_logits"]:
+        z = z / z.std(dim=-1, keepdim=True).clamp_min(1e-6)
+    if s["gumbel"]:
+        u = torch.rand(z.shape, generator=generator, device=z.device).clamp(1e-10, 1 - 1e-10)
+        z = z - torch.log(-torch.log(u))
+    return torch.softmax(z / tau, dim=-1)
+
+
+def _schedules(s: Dict[str, Any], r: float) -> tuple:
+    if s["guidance_schedule"] == "reference":
+        step = 0.0 if r < 0.05 else (0.05 + 0.3 * (r - 0.0) if r <= 1 else 0.35)
+        step = min(step, 0.35) * s["guidance_strength"]
+    else:
+        step = s["guidance_strength"]
+    tau = 1.0 - 0.75 * r if s["tau_schedule"] == "reference" else s["tau"]
+    return step, tau
+
+
+def refine_logits(prior: Prior, logits: torch.Tensor, f_hat: torch.Tensor, si: int, y: torch.Tensor, operator,
+                  s: Dict[str, Any], generator: Optional[torch.Generator], ratio: float) -> tuple:
+    """Measurement-guided refinement of one scale's logits; returns (logits, decoder evaluations)."""
+    step, tau = _schedules(s, ratio)
+    if s["guidance_steps"] <= 0 or step == 0:
+        return logits, 0
+    quant = prior.tokenizer.quantize
+    codebook = quant.embedding.weight.detach()
+    B, l, V = logits.shape
+    pn = int(math.isqrt(l))
+    HW = f_hat.shape[-1]
+    z = logits.detach().clone()
+    evals = 0
+    base = f_hat.detach()
+    for _ in range(int(s["guidance_steps"])):
+        z.requires_grad_(True)
+        with torch.enable_grad():
+            w = _relaxed_codes(z, tau, s, generator)
+            codes = (w @ codebook).transpose(1, 2).reshape(B, -1, pn, pn)
+            x = prior.fhat_to_image(base + quant.upsample_codes(si, codes, HW), clamp=False)
+            loss = _residual_loss(x, y, operator, s["lowpass"], ratio).sum()
+            (g,) = torch.autograd.grad(loss, z)
+        evals += 1
+        g = g.detach()
+        if s["grad_clip"] is not None:
+            g = g.clamp(-s["grad_clip"], s["grad_clip"])
+        else:
+            g = g / g.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-12)
+        scale = z.detach().std(dim=-1, keepdim=True) if s["normalize_logits"] else 1.0
+        z = (z.detach() - step * g * scale)
+    return z.detach(), evals
+
+
+def injection_masks(prior: Prior, operator, s: Dict[str, Any], batch: int, device) -> List[Optional[torch.Tensor]]:
+    """Per scale: None (no injection), or a (B, pn, pn) bool mask of the token cells to inject."""
+    masks: List[Optional[torch.Tensor]] = []
+    observed = getattr(operator, "observed_mask", None)
+    for si, pn in enumerate(prior.patch_nums):
+        if si < s["injection_depth"]:
+            masks.append(torch.ones(batch, pn, pn, dtype=torch.bool, device=device))
+        elif si < s["partial_injection_depth"] and observed is not None:
+            frac = F.adaptive_avg_pool2d(observed.float().to(device), (pn, pn))[:, 0]
+            masks.append((frac >= s["partial_injection_threshold"]).expand(batch, pn, pn))
+        else:
+            masks.append(None)
+    return masks
+
+
+def _cg(apply_M, b: torch.Tensor, x0: torch.Tensor, iters: int) -> torch.Tensor:
+    """Conjugate gradients for a symmetric positive-definite ``apply_M`` (batched over dim 0)."""
+    x = x0.clone()
+    r = b - apply_M(x)
+    p = r.clone()
+    rs = r.pow(2).flatten(1).sum(1)
+    for _ in range(iters):
+        Mp = apply_M(p)
+        alpha = rs / (p * Mp).flatten(1).sum(1).clamp_min(1e-20)
+        x = x + alpha.view(-1, 1, 1, 1) * p
+        r = r - alpha.view(-1, 1, 1, 1) * Mp
+        rs_new = r.pow(2).flatten(1).sum(1)
+        if float(rs_new.max()) < 1e-12:
+            break
+        p = r + (rs_new / rs.clamp_min(1e-20)).view(-1, 1, 1, 1) * p
+        rs = rs_new
+    return x
+
+
+def pixel_proximal(x0: torch.Tensor, y: torch.Tensor, operator, rho: float, iters: int = 30) -> torch.Tensor:
+    """argmin_x ||y - A x||^2 + rho ||x - x0||^2, by CG on (A^T A + rho I) x = A^T y + rho x0."""
+    b = operator.A_adjoint(y) + rho * x0
+    return _cg(lambda v: operator.A_adjoint(operator.A(v)) + rho * v, b, x0, iters).clamp(0, 1)
+
+
+def latent_data_consistency(prior: Prior, f_hat: torch.Tensor, y: torch.Tensor, operator, steps: int, lr: float,
+                            weight: float) -> tuple:
+    """Adam on the continuous latent ``f = f_hat + std(f_hat) * delta`` minimising, per image,
+
+    ``mean((A(D(f)) - y)^2) / sigma^2 + weight * mean(delta^2) / 0.01``
+
+    i.e. a latent change of 10 % of the latent's spread costs ``weight`` times a residual at the noise
+    level. Parameterising by ``delta`` makes ``lr`` independent of the latent's scale.
+    """
+    f0 = f_hat.detach()
+    spread = f0.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    sigma2 = max(float(getattr(operator, "noise_sigma", 0.025)), 1e-3) ** 2
+    delta = torch.zeros_like(f0, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=lr)
+    for _ in range(steps):
+        with torch.enable_grad():
+            x = prior.fhat_to_image(f0 + spread * delta, clamp=False)
+            data = (operator.A(x) - y).pow(2).flatten(1).mean(1) / sigma2
+            loss = data + weight * delta.pow(2).flatten(1).mean(1) / 0.01
+            opt.zero_grad()
+            loss.sum().backward()
+        opt.step()
+    return (f0 + spread * delta).detach(), steps
+
+
+def _residual(x: torch.Tensor, y: torch.Tensor, operator) -> torch.Tensor:
+    return (operator.A(x) - y).pow(2).flatten(1).mean(1)
+
+
+# -- the solver ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def solve(y: torch.Tensor, operator, prior: Prior, settings: Union[str, Dict[str, Any], None] = "default",
+          return_samples: bool = False, **overrides) -> Result:
+    """Reconstruct images from measurements ``y = operator.measure(x)`` with the VAR prior.
+
+    y: measurement tensor as produced by ``operator`` (batch B); operator: from
+    :func:`varlib.operators.make_operator` at the prior's image size; settings: a name from
+    ``NAMED_SETTINGS`` or a dict (key ``base`` picks the named settings it starts from), with keyword
+    overrides. Returns a :class:`Result` whose ``image`` is (B,3,H,W) in [0,1].
+    """
+    t0 = time.perf_counter()
+    task = getattr(operator, "task", None)
+    s = resolve_settings(settings, task, prior.num_scales, **overrides)
+    if getattr(operator, "image_size", prior.image_size) != prior.image_size:
+        raise ValueError(f"operator is for {operator.image_size} px images but the prior {prior.name!r} works at "
+                         f"{prior.image_size} px; make the operator with image_size={prior.image_size}")
+    dev = prior.device
+    y = y.to(dev)
+    B, S = y.shape[0], int(s["num_samples"])
+    generator = torch.Generator(device=dev).manual_seed(int(s["seed"]))
+
+    x_init = operator.init_estimate(y).clamp(0, 1)
+    check_images(x_init, prior.image_size, "the operator's initial estimate")
+    need_tokens = s["injection_depth"] > 0 or s["partial_injection_depth"] > 0
+    init_tokens = prior.encode(x_init) if need_tokens else None
+    decoder_evals = 1 if need_tokens else 0  # encoder pass counted with the decoder
+
+    # several samples are drawn as one batch of B * S
+    yS = y.repeat(S, *([1] * (y.ndim - 1)))
+    labels = s["class_labels"]
+    if labels is None:
+        labels = torch.full((B,), -1, dtype=torch.long)
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if labels.numel() == 1 and B > 1:
+        labels = labels.expand(B)
+    if labels.numel() != B:
+        raise ValueError(f"class_labels has {labels.numel()} entries for a batch of {B} measurements")
+    masks = injection_masks(prior, operator, s, B * S, dev)
+
+    st = prior.stepper(labels.repeat(S), cfg=float(s["cfg"]))
+    residuals: List[float] = []
+    try:
+        while not st.done:
+            si = st.si
+            logits = st.logits()
+            mask = masks[si]
+            if mask is not None and bool(mask.all()):
+                tokens = init_tokens[si].repeat(S, 1, 1)
+            else:
+                logits, ev = refine_logits(prior, logits, st.f_hat, si, yS, operator, s, generator, st.ratio)
+                decoder_evals += ev
+                if s["decode"] == "argmax":
+                    tokens = logits.argmax(-1)
+                else:
+                    tokens = sample_tokens(logits, s["top_k"], s["top_p"], s["temperature"], generator)
+                tokens = tokens.view(B * S, st.patch_num, st.patch_num)
+                if mask is not None:
+                    tokens = torch.where(mask, init_tokens[si].repeat(S, 1, 1), tokens)
+            st.commit(tokens)
+            if s["track_residual"]:
+                residuals.append(float(_residual(prior.fhat_to_image(st.f_hat), yS, operator).mean()))
+                decoder_evals += 1
+    finally:
+        st.close()
+    f_hat = st.f_hat
+    if s["dc_latent_steps"] > 0:
+        f_hat, ev = latent_data_consistency(prior, f_hat, yS, operator, int(s["dc_latent_steps"]),
+                                            float(s["dc_latent_lr"]), float(s["dc_latent_weight"]))
+        decoder_evals += ev
+    x = prior.fhat_to_image(f_hat)
+    decoder_evals += 1
+    if s["dc_pixel"]:
+        rho = s["dc_pixel_rho"]
+        if rho is None:
+            # trust the prior's output about as much as a measurement with the operator's noise
+            rho = max(float(getattr(operator, "noise_sigma", 0.025)), 1e-3) ** 2 * 400
+        x = pixel_proximal(x, yS, operator, float(rho), int(s["dc_pixel_iters"]))
+    samples = x.view(S, B, *x.shape[1:])
+    res_per_sample = _residual(x, yS, operator).view(S, B)
+    std = samples.std(0) if S > 1 else None
+    if S == 1:
+        image = samples[0]
+    elif s["select"] == "best":
+        best = res_per_sample.argmin(0)
+        image = samples[best, torch.arange(B)]
+    else:
+        image = samples.mean(0)
+    tokens = [t.view(S, B, *t.shape[1:])[0] for t in st.tokens]
+    return Result(image=image.clamp(0, 1), seconds=time.perf_counter() - t0, tokens=tokens,
+                  residual_per_scale=residuals, transformer_evals=st.transformer_evals,
+                  decoder_evals=decoder_evals, std=std, samples=samples if return_samples else None,
+                  extras={"settings": {k: v for k, v in s.items() if k != "class_labels"},
+                          "final_residual": _residual(image, y, operator).tolist()})
