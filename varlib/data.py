@@ -86,3 +86,144 @@ def read_tinyimagenet(split: str, shards: Optional[List[int]] = None, limit: Opt
 def to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1]."""
     return torch.from_numpy(images_uint8).permute(0, 3, 1, 2).float().div(255)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation image sets
+# ----------------------------------------------------------------------------------------------
+#: Natural colour photographs shipped inside scikit-image (no download), in this fixed order.
+#: ``motorcycle`` is the left view of ``skimage.data.stereo_motorcycle()``.
+EMBEDDED_IMAGES: Tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle")
+
+#: Named folder sets: name -> (folder inside data_dir(), where it comes from).
+FOLDER_SETS = {
+    "kodak24": ("Kodak24", "24 Kodak PhotoCD PNGs, e.g. cszn/FFDNet testsets/Kodak24"),
+    "cbsd68": ("CBSD68", "68 colour BSD PNGs, e.g. cszn/FFDNet testsets/CBSD68"),
+    "mcmaster": ("McMaster", "18 McMaster TIF/PNGs, e.g. cszn/FFDNet testsets/McMaster"),
+}
+
+IMAGE_SETS: Tuple[str, ...] = ("embedded", "tinyimagenet-train", "tinyimagenet-val", *FOLDER_SETS)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def _natural_key(s: str):
+    """Sort key that orders embedded numbers numerically ("2.tif" before "10.tif")."""
+    import re
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", s) if t != ""]
+
+
+def resize_center_crop(image: Image.Image, image_size: int) -> np.ndarray:
+    """The evaluation protocol: resize the short side to ``image_size`` (PIL bicubic, which
+    anti-aliases when reducing), then take the centre ``image_size x image_size`` crop.
+    Returns uint8 (image_size, image_size, 3)."""
+    image = image.convert("RGB")
+    w, h = image.size
+    if min(w, h) != image_size:
+        scale = image_size / min(w, h)
+        nw, nh = max(image_size, int(round(w * scale))), max(image_size, int(round(h * scale)))
+        image = image.resize((nw, nh), resample=Image.BICUBIC)
+        w, h = image.size
+    left, top = (w - image_size) // 2, (h - image_size) // 2
+    image = image.crop((left, top, left + image_size, top + image_size))
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _embedded_arrays() -> List[Tuple[str, np.ndarray]]:
+    import skimage.data as skd
+    out = []
+    for name in EMBEDDED_IMAGES:
+        if name == "motorcycle":
+            arr = skd.stereo_motorcycle()[0]
+        else:
+            arr = getattr(skd, name)()
+        out.append((name, np.asarray(arr)[..., :3]))
+    return out
+
+
+def _folder_images(folder: Path, limit: Optional[int]) -> Tuple[List[Path], List[int], List[str]]:
+    """Image files of a folder: flat (sorted by name, labels -1), or ImageNet-val layout
+    (class sub-folders, no images at the top; label = index of the sorted sub-folder name)."""
+    def is_image(p: Path) -> bool:
+        return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+
+    top = sorted((p for p in folder.iterdir() if is_image(p)), key=lambda p: _natural_key(p.name))
+    if top:
+        files, labels = top, [-1] * len(top)
+        names = [p.name for p in top]
+    else:
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        files, labels, names = [], [], []
+        for k, c in enumerate(classes):
+            for p in sorted((q for q in (folder / c).iterdir() if is_image(q)), key=lambda q: _natural_key(q.name)):
+                files.append(p)
+                labels.append(k)
+                names.append(f"{c}/{p.name}")
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder} or its class sub-folders")
+    if limit is not None:
+        files, labels, names = files[:limit], labels[:limit], names[:limit]
+    return files, labels, names
+
+
+def load_images(name_or_folder: str, image_size: int, limit: Optional[int] = None,
+                with_labels: bool = False, with_names: bool = False):
+    """Load an image set as a ``(N, 3, image_size, image_size)`` float tensor in [0, 1].
+
+    ``name_or_folder`` is one of :data:`IMAGE_SETS` or a folder of images:
+
+    * ``embedded``: the natural colour photos of :data:`EMBEDDED_IMAGES`, shipped with
+      scikit-image (always available offline);
+    * ``tinyimagenet-train`` / ``tinyimagenet-val``: Tiny ImageNet from ``data_dir()/tinyimagenet``
+      (order of :func:`read_tinyimagenet`; labels are the wnids.txt indices);
+    * ``kodak24``, ``cbsd68``, ``mcmaster``: the folders ``Kodak24``, ``CBSD68``, ``McMaster`` in
+      ``data_dir()`` (``$VARLIB_DATA_DIR``). Nothing is downloaded: when a folder is missing a
+      ``FileNotFoundError`` says what to put where;
+    * any other string is a folder path: its images sorted by name (numbers compared as numbers),
+      or, with class sub-folders and no images at the top (ImageNet val layout), all images of the
+      sorted sub-folders with label = sub-folder index.
+
+    Every image is resized so its short side is ``image_size`` (PIL bicubic, anti-aliased) and
+    centre-cropped (:func:`resize_center_crop`). ``limit`` keeps the first ``limit`` images.
+    Returns the tensor, or a tuple ``(images, labels, names)`` trimmed to what was asked for
+    (``labels``: int64 array, -1 where the set has no labels; ``names``: list of str).
+    """
+    if not isinstance(image_size, (int, np.integer)) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    key = str(name_or_folder).lower()
+    if key == "embedded":
+        items = _embedded_arrays()[:limit] if limit is not None else _embedded_arrays()
+        arrays = [resize_center_crop(Image.fromarray(a), image_size) for _, a in items]
+        labels = [-1] * len(arrays)
+        names = [n for n, _ in items]
+    elif key in ("tinyimagenet-train", "tinyimagenet-val"):
+        raw, lab, names = read_tinyimagenet(key.split("-")[1], limit=limit)
+        arrays = [a if a.shape[0] == image_size else resize_center_crop(Image.fromarray(a), image_size) for a in raw]
+        labels = lab.tolist()
+    elif key in FOLDER_SETS:
+        sub, origin = FOLDER_SETS[key]
+        folder = data_dir() / sub
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"image set {key!r} not found: expected the folder {folder} ({origin}). Put the images there and "
+                f"set VARLIB_DATA_DIR to its parent folder (now {data_dir()}), or pass a folder path instead.")
+        files, labels, names = _folder_images(folder, limit)
+        arrays = [resize_center_crop(Image.open(f), image_size) for f in files]
+    else:
+        folder = Path(name_or_folder).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"unknown image set {name_or_folder!r}: use one of {', '.join(IMAGE_SETS)} "
+                             "or the path of an existing folder of images")
+        files, labels, names = _folder_images(folder, limit)
+        arrays = [resize_center_crop(Image.open(f), image_size) for f in files]
+    if not arrays:
+        raise ValueError(f"no images selected from {name_or_folder!r} (limit={limit})")
+    images = to_tensor(np.stack(arrays))
+    if not (with_labels or with_names):
+        return images
+    out = [images]
+    if with_labels:
+        out.append(np.asarray(labels, dtype=np.int64))
+    if with_names:
+        out.append(list(names))
+    return tuple(out)

@@ -27,8 +27,10 @@ to [-2, 2]; top-k/top-p sampling.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -82,14 +84,21 @@ NAMED_SETTINGS: Dict[str, Dict[str, Any]] = {
     "guided": dict(guidance_steps=3, guidance_strength=1.0, decode="argmax"),
 }
 
-# Per-task defaults of the "default" settings, chosen by the ablations on tinyimagenet-train
-# (see varlib/tune.py and results/tuning/); tasks not listed use NAMED_SETTINGS["default"].
-TASK_DEFAULTS: Dict[str, Dict[str, Any]] = {}
+# Per-task defaults of the "default" settings, per prior, chosen by coordinate search on
+# tinyimagenet-train images (python -m varlib.tune; results/tuning/var_tuning.csv).
+TUNED_SETTINGS_FILE = Path(__file__).resolve().parent / "tuned_settings.json"
+
+
+def task_defaults(prior_name: Optional[str], task: Optional[str]) -> Dict[str, Any]:
+    if not TUNED_SETTINGS_FILE.exists() or task is None:
+        return {}
+    table = json.loads(TUNED_SETTINGS_FILE.read_text())
+    return dict(table.get(prior_name or "", {}).get(task, {}))
 
 
 def resolve_settings(settings: Union[str, Dict[str, Any], None] = "default", task: Optional[str] = None,
-                     num_scales: Optional[int] = None, **overrides) -> Dict[str, Any]:
-    """Full settings dict: base <- named (<- per-task defaults for "default") <- dict <- overrides."""
+                     num_scales: Optional[int] = None, prior_name: Optional[str] = None, **overrides) -> Dict[str, Any]:
+    """Full settings dict: base <- named (<- tuned per-task defaults for "default") <- dict <- overrides."""
     s = copy.deepcopy(BASE_SETTINGS)
     if settings is None:
         settings = "default"
@@ -97,12 +106,12 @@ def resolve_settings(settings: Union[str, Dict[str, Any], None] = "default", tas
         if settings not in NAMED_SETTINGS:
             raise ValueError(f"unknown solver settings {settings!r}; named settings: {', '.join(NAMED_SETTINGS)}")
         s.update(NAMED_SETTINGS[settings])
-        if settings == "default" and task in TASK_DEFAULTS:
-            s.update(TASK_DEFAULTS[task])
+        if settings == "default":
+            s.update(task_defaults(prior_name, task))
         s["name"] = settings
     else:
         base = settings.get("base", "default")
-        s = resolve_settings(base, task, num_scales)
+        s = resolve_settings(base, task, num_scales, prior_name)
         s.update({k: v for k, v in settings.items() if k != "base"})
     unknown = set(overrides) - set(BASE_SETTINGS) - {"name"}
     if unknown:
@@ -276,8 +285,37 @@ def _residual(x: torch.Tensor, y: torch.Tensor, operator) -> torch.Tensor:
 
 
 # -- the solver ------------------------------------------------------------------------------------------
-@torch.no_grad()
+class _unchecked_range:
+    """Let the operator accept iterates slightly outside [0, 1] (unclamped decodes, CG iterates)."""
+
+    def __init__(self, operator):
+        self.operator = operator
+
+    def __enter__(self):
+        self.saved = getattr(self.operator, "check_range", None)
+        if self.saved is not None:
+            self.operator.check_range = False
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            self.operator.check_range = self.saved
+
+
 def solve(y: torch.Tensor, operator, prior: Prior, settings: Union[str, Dict[str, Any], None] = "default",
+          return_samples: bool = False, **overrides) -> Result:
+    """Reconstruct images from measurements ``y = operator.measure(x)`` with the VAR prior.
+
+    y: measurement tensor as produced by ``operator`` (batch B); operator: from
+    :func:`varlib.operators.make_operator` at the prior's image size; settings: a name from
+    ``NAMED_SETTINGS`` or a dict (key ``base`` picks the named settings it starts from), with keyword
+    overrides. Returns a :class:`Result` whose ``image`` is (B,3,H,W) in [0,1].
+    """
+    with _unchecked_range(operator):
+        return _solve(y, operator, prior, settings, return_samples, **overrides)
+
+
+@torch.no_grad()
+def _solve(y: torch.Tensor, operator, prior: Prior, settings: Union[str, Dict[str, Any], None] = "default",
           return_samples: bool = False, **overrides) -> Result:
     """Reconstruct images from measurements ``y = operator.measure(x)`` with the VAR prior.
 
@@ -288,7 +326,7 @@ def solve(y: torch.Tensor, operator, prior: Prior, settings: Union[str, Dict[str
     """
     t0 = time.perf_counter()
     task = getattr(operator, "task", None)
-    s = resolve_settings(settings, task, prior.num_scales, **overrides)
+    s = resolve_settings(settings, task, prior.num_scales, prior.name, **overrides)
     if getattr(operator, "image_size", prior.image_size) != prior.image_size:
         raise ValueError(f"operator is for {operator.image_size} px images but the prior {prior.name!r} works at "
                          f"{prior.image_size} px; make the operator with image_size={prior.image_size}")

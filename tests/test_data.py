@@ -1,0 +1,88 @@
+"""Image sets: embedded photos offline, folders, resize/crop protocol, data-dir sets."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from varlib.data import EMBEDDED_IMAGES, IMAGE_SETS, data_dir, load_images, resize_center_crop, to_tensor
+
+needs_tiny = pytest.mark.skipif(not (data_dir() / "tinyimagenet").exists(),
+                                reason="needs VARLIB_DATA_DIR (../shared/data): Tiny ImageNet tars")
+needs_kodak = pytest.mark.skipif(not (data_dir() / "Kodak24").exists(),
+                                 reason="needs VARLIB_DATA_DIR (../shared/data): Kodak24 folder")
+
+
+def test_embedded_offline():
+    x, labels, names = load_images("embedded", 64, with_labels=True, with_names=True)
+    assert tuple(x.shape) == (len(EMBEDDED_IMAGES), 3, 64, 64) and x.dtype == torch.float32
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    assert names == list(EMBEDDED_IMAGES) and (labels == -1).all()
+    assert torch.equal(x[:2], load_images("embedded", 64, limit=2))  # deterministic, limit keeps the order
+    assert float(x.std()) > 0.1  # real photographs, not blanks
+
+
+def test_resize_center_crop_protocol():
+    # 120x60 image: left half 0, right half 255 -> centre crop of the resized 64x32... -> short side 32
+    a = np.zeros((60, 120, 3), np.uint8)
+    a[:, 60:] = 255
+    a[:, 40:80, 1] = 128  # a band in the middle third
+    out = resize_center_crop(Image.fromarray(a), 30)
+    assert out.shape == (30, 30, 3) and out.dtype == np.uint8
+    # the resized image is 60x30; the crop starts at column 15 and covers the middle band
+    assert abs(int(out[15, 15, 1]) - 128) <= 2
+    assert out[15, 0, 0] < 20 and out[15, -1, 0] > 235
+    # greyscale inputs become RGB; an image already at size is unchanged
+    g = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) % 256
+    out = resize_center_crop(Image.fromarray(g.astype(np.uint8), mode="L"), 64)
+    assert out.shape == (64, 64, 3) and np.array_equal(out[..., 0], g.astype(np.uint8))
+
+
+def test_folder_flat_and_class_layout(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, v in [(10, 200), (2, 100), (1, 50)]:
+        Image.fromarray(np.full((40, 50, 3), v, np.uint8)).save(flat / f"{i}.png")
+    (flat / "notes.txt").write_text("ignored")
+    x, names = load_images(str(flat), 32, with_names=True)
+    assert names == ["1.png", "2.png", "10.png"]  # numbers sorted as numbers
+    assert np.allclose(x[:, 0, 0, 0].numpy() * 255, [50, 100, 200])
+    cls = tmp_path / "val"
+    for c, n in [("b_class", 2), ("a_class", 1)]:
+        (cls / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.zeros((20, 20), np.uint8)).save(cls / c / f"im{i}.jpg")
+    x, labels, names = load_images(str(cls), 16, with_labels=True, with_names=True)
+    assert x.shape == (3, 3, 16, 16)
+    assert labels.tolist() == [0, 1, 1] and names[0] == "a_class/im0.jpg"
+
+
+def test_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="embedded.*kodak24"):
+        load_images("imagenet-21k", 64)
+    monkeypatch.setenv("VARLIB_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="VARLIB_DATA_DIR"):
+        load_images("kodak24", 64)
+    assert "cbsd68" in IMAGE_SETS and "mcmaster" in IMAGE_SETS
+
+
+def test_to_tensor_unchanged():
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    a[0, 0, 0] = [255, 0, 51]
+    t = to_tensor(a)
+    assert tuple(t.shape) == (2, 3, 4, 4) and t[0, :, 0, 0].tolist() == pytest.approx([1.0, 0.0, 0.2])
+
+
+@needs_tiny
+@pytest.mark.data
+def test_tinyimagenet_val():
+    x, labels, names = load_images("tinyimagenet-val", 64, limit=4, with_labels=True, with_names=True)
+    assert tuple(x.shape) == (4, 3, 64, 64)
+    assert names == [f"val_{i}.JPEG" for i in range(4)]
+    assert ((labels >= 0) & (labels < 1000)).all()
+
+
+@needs_kodak
+@pytest.mark.data
+def test_kodak24():
+    x, names = load_images("kodak24", 64, limit=2, with_names=True)
+    assert tuple(x.shape) == (2, 3, 64, 64) and names == ["kodim01.png", "kodim02.png"]

@@ -1,0 +1,99 @@
+"""Choosing the VAR solver's per-task defaults on a slice of the *training* split.
+
+    python -m varlib.tune --prior tiny64 --images 8
+
+Coordinate search over the solver settings, one task at a time, on ``--images`` images of
+``tinyimagenet-train`` (shard 2, evenly spaced, never the reported validation or embedded images):
+each setting in ``SEARCH`` is swept in turn with the others fixed at the best values so far.
+Writes every evaluation to ``results/tuning/var_tuning.csv`` and the chosen values to
+``varlib/tuned_settings.json``, which :mod:`varlib.solver` reads as the per-task defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .metrics import psnr
+from .operators import TASKS, make_operator
+from .prior import load_prior
+from .solver import TUNED_SETTINGS_FILE, resolve_settings, solve
+
+# swept in this order; each list holds the candidate values
+SEARCH: Dict[str, list] = {
+    "injection_depth": [0, 1, 2, 3],
+    "guidance_strength": [0.25, 0.5, 1.0, 2.0, 4.0],
+    "guidance_steps": [1, 3, 6],
+    "dc_latent_weight": [0.1, 1.0, 10.0],
+    "dc_latent_steps": [0, 30, 60],
+}
+INPAINT_SEARCH = {"partial_injection_depth": [0, 3, 5]}
+
+
+def tuning_images(n: int, shard: int = 2):
+    from .data import read_tinyimagenet
+    x, y, names = read_tinyimagenet("train", shards=[shard])
+    idx = np.linspace(0, len(x) - 1, n).round().astype(int)
+    return torch.from_numpy(x[idx]).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(y[idx]), [names[i] for i in idx]
+
+
+def evaluate(prior, x, labels, task: str, settings: Dict, seed: int = 0) -> Dict:
+    op = make_operator(task, prior.image_size, seed=seed)
+    y = op.measure(x)
+    res = solve(y, op, prior, dict(settings), class_labels=labels)
+    return {"psnr": float(np.mean(psnr(res.image, x))), "seconds": res.seconds / len(x)}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m varlib.tune")
+    ap.add_argument("--prior", default="tiny64")
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--out", default="results/tuning")
+    ap.add_argument("--use-labels", action="store_true", help="give the solver the true class labels")
+    a = ap.parse_args(argv)
+    prior = load_prior(a.prior)
+    x, labels, _ = tuning_images(a.images)
+    labels = labels if a.use_labels else None
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: List[Dict] = []
+    chosen: Dict[str, Dict] = {}
+    tasks = a.tasks.split(",")
+    for task in tasks:
+        best = {k: v for k, v in resolve_settings("default", None).items() if k in set(SEARCH) | set(INPAINT_SEARCH)}
+        best["base"] = "default"
+        search = dict(SEARCH, **(INPAINT_SEARCH if task.startswith("inpaint") else {}))
+        for key, values in search.items():
+            scores = {}
+            for v in tqdm(values, desc=f"{task}: {key}", leave=False):
+                if key == "injection_depth" and v > prior.num_scales:
+                    continue
+                trial = dict(best, **{key: v})
+                r = evaluate(prior, x, labels, task, trial)
+                scores[v] = r["psnr"]
+                rows.append({"task": task, "swept": key, "value": v, **{k: trial[k] for k in trial if k != "base"}, **r})
+            best[key] = max(scores, key=scores.get)
+            print(f"{task}: {key} -> {best[key]} ({scores[best[key]]:.2f} dB; tried {scores})", flush=True)
+        chosen[task] = {k: v for k, v in best.items() if k != "base"}
+    df = pd.DataFrame(rows)
+    tmp = out / "var_tuning.csv.tmp"
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, out / "var_tuning.csv")
+    current = json.loads(TUNED_SETTINGS_FILE.read_text()) if TUNED_SETTINGS_FILE.exists() else {}
+    current.setdefault(prior.name, {}).update(chosen)
+    current["_note"] = (f"chosen by python -m varlib.tune on {a.images} tinyimagenet-train images (shard 2), "
+                        f"labels={'yes' if a.use_labels else 'no'}")
+    TUNED_SETTINGS_FILE.write_text(json.dumps(current, indent=1))
+    print(json.dumps(chosen, indent=1))
+
+
+if __name__ == "__main__":
+    main()
