@@ -1,0 +1,132 @@
+"""DPS and DiffPIR with the embedded diffusion prior (methods ``dps`` / ``diffpir`` of issue 7).
+
+Both reuse the wiring of :func:`varlib.baselines.dps` / :func:`varlib.baselines.diffpir`, which run
+deepinv's implementations (``deepinv.sampling.DPS``: VP schedule with beta 0.1 .. 20, DDPM ancestral
+solver, guidance ``zeta * grad ||y - A x0_hat||``; ``deepinv.sampling.DiffPIR``: HQS with the L2
+data prox solved by conjugate gradients on ``deepinv.physics.LinearPhysics(A=op.A,
+A_adjoint=op.A_adjoint)``) around any denoiser ``D(x, sigma)`` on [0, 1] images, with the operator's
+[0, 1] range check off during the solve and the denoiser calls counted. The embedded
+:class:`~varlib.diffusion.model.DiffusionPrior` is such a denoiser, and its discrete DDPM schedule
+(betas 1e-4 .. 0.02 over 1000 steps) is the one deepinv's VP schedule and DiffPIR assume, so the
+algorithms run unchanged: the comparison with the downloaded ImageNet networks differs only in the
+network.
+
+Cost per reconstruction (``denoiser_evals``, from the counter): DPS with ``steps`` time steps
+evaluates the network ``steps - 1`` times, each with a backward pass through it for the guidance
+(the last step lands on t = 0 and needs none); DiffPIR evaluates it ``steps`` times, without
+gradients, plus ``steps - 1`` conjugate-gradient solves of the data step.
+
+The hyper-parameters in :data:`EMBEDDED_SETTINGS` are the papers' defaults and are *not tuned* for
+this model yet (see docs/diffusion.md).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Dict, Optional
+
+import torch
+
+from ..result import Result
+from .model import DiffusionPrior, load_diffusion_prior
+
+_TASKS = ("inpaint_box", "inpaint_random", "gaussian_blur", "motion_blur", "nonuniform_blur", "sr4")
+#: per method and task: DPS ``weight`` is the step size zeta of Chung et al. (2023) (1.0 in the
+#: paper's FFHQ/ImageNet settings); DiffPIR ``lambda_`` / ``zeta`` of Zhu et al. (2023) (7 and 0.3; 1.0
+#: for inpainting as in the baselines). To be tuned on the training split with the trained weights.
+EMBEDDED_SETTINGS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "dps": {t: dict(weight=1.0) for t in _TASKS},
+    "diffpir": {t: dict(lambda_=7.0, zeta=(1.0 if t.startswith("inpaint") else 0.3)) for t in _TASKS},
+}
+
+
+def embedded_settings(method: str, task: Optional[str]) -> Dict[str, Any]:
+    table = EMBEDDED_SETTINGS[method]
+    return copy.deepcopy(table.get(task, table["gaussian_blur"]))
+
+
+class _frozen:
+    """Context: the prior in eval mode with parameters that do not require gradients (DPS then
+    differentiates only through the input), restored afterwards."""
+
+    def __init__(self, prior: DiffusionPrior):
+        self.prior = prior
+
+    def __enter__(self):
+        self.training = self.prior.training
+        self.flags = [p.requires_grad for p in self.prior.parameters()]
+        self.prior.eval().requires_grad_(False)
+        return self.prior
+
+    def __exit__(self, *exc):
+        for p, f in zip(self.prior.parameters(), self.flags):
+            p.requires_grad_(f)
+        self.prior.train(self.training)
+        return False
+
+
+def _prior(prior: Optional[DiffusionPrior], device) -> DiffusionPrior:
+    if prior is None:
+        return load_diffusion_prior("tiny64-diffusion", device=device or "cpu")
+    if isinstance(prior, (str, bytes)) or hasattr(prior, "__fspath__"):
+        return load_diffusion_prior(prior, device=device or "cpu")
+    return prior
+
+
+def _finish(res: Result, t0: float, prior: DiffusionPrior, method: str, settings: Dict[str, Any]) -> Result:
+    res.seconds = time.perf_counter() - t0
+    res.extras.setdefault("settings", {})
+    res.extras["settings"] = {**res.extras["settings"], **settings, "model": prior.config.name}
+    res.extras["method"] = method
+    res.extras["prior_parameters"] = prior.num_parameters
+    return res
+
+
+def dps_embedded(y: torch.Tensor, op, prior: Optional[DiffusionPrior] = None, steps: int = 1000,
+                 weight: Optional[float] = None, seed: int = 0, device=None, **_: Any) -> Result:
+    """Diffusion posterior sampling (Chung et al., 2023) with the embedded prior.
+
+    ``prior``: a :class:`DiffusionPrior`, a name or directory for :func:`load_diffusion_prior`, or None
+    for ``"tiny64-diffusion"`` (``FileNotFoundError`` with the build command while it is not built).
+    ``steps``: DDPM time steps (1000 in the paper); ``weight``: zeta (default
+    :data:`EMBEDDED_SETTINGS`). The result is seeded by ``seed``; ``denoiser_evals`` counts network calls.
+    """
+    from .. import baselines as bl
+
+    t0 = time.perf_counter()
+    prior = _prior(prior, device)
+    s = embedded_settings("dps", getattr(op, "task", None))
+    if weight is not None:
+        s["weight"] = float(weight)
+    with _frozen(prior):
+        res = bl.dps(y, op, num_steps=int(steps), weight=float(s["weight"]), denoiser=prior, seed=int(seed),
+                     download=False, device=device)
+    return _finish(res, t0, prior, "dps", {"num_steps": int(steps), "weight": float(s["weight"]), "seed": int(seed)})
+
+
+def diffpir_embedded(y: torch.Tensor, op, prior: Optional[DiffusionPrior] = None, steps: int = 100,
+                     lambda_: Optional[float] = None, zeta: Optional[float] = None, seed: int = 0, device=None,
+                     **_: Any) -> Result:
+    """DiffPIR (Zhu et al., 2023) with the embedded prior, started from ``op.init_estimate``.
+
+    ``steps``: iterations (100 in the paper); ``lambda_`` weighs the data prox (rho_t = lambda
+    sigma_n^2 / sigma_t^2) and ``zeta`` mixes fresh noise into each step (defaults:
+    :data:`EMBEDDED_SETTINGS`). ``prior``, ``seed``: as in :func:`dps_embedded`.
+    """
+    from .. import baselines as bl
+
+    t0 = time.perf_counter()
+    prior = _prior(prior, device)
+    s = embedded_settings("diffpir", getattr(op, "task", None))
+    if lambda_ is not None:
+        s["lambda_"] = float(lambda_)
+    if zeta is not None:
+        s["zeta"] = float(zeta)
+    with _frozen(prior):
+        res = bl.diffpir(y, op, max_iter=int(steps), lambda_=float(s["lambda_"]), zeta=float(s["zeta"]),
+                         denoiser=prior, seed=int(seed), download=False, device=device)
+    return _finish(res, t0, prior, "diffpir", {"max_iter": int(steps), **s, "seed": int(seed)})
+
+
+#: drop-in reconstruction functions ``fn(y, op, **settings)`` for the benchmark's ``dps`` / ``diffpir``
+METHODS = {"dps": dps_embedded, "diffpir": diffpir_embedded}
