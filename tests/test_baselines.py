@@ -1,0 +1,174 @@
+"""Classical and diffusion baselines on the real operators (small real images, fixed seeds)."""
+import socket
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from varlib import baselines as bl
+from varlib.metrics import psnr
+from varlib.operators import TASKS, make_operator
+from varlib.result import Result
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    """skimage's astronaut, area-resized to SIZE px, (1, 3, SIZE, SIZE) in [0, 1]."""
+    from skimage import data
+    x = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255
+    return F.interpolate(x, size=(SIZE, SIZE), mode="area").clamp(0, 1)
+
+
+def _measure(task, x):
+    op = make_operator(task, SIZE, seed=0)
+    return op, op.measure(x)
+
+
+def test_settings_cover_every_task():
+    for method, table in bl.BASELINE_SETTINGS.items():
+        assert set(table) == set(TASKS), method
+        for task in TASKS:
+            assert bl.baseline_settings(method, task) == table[task]
+            assert bl.baseline_settings(method, task) is not table[task]  # a copy
+
+
+def test_initial_estimate_is_the_operators(astronaut):
+    op, y = _measure("sr4", astronaut)
+    r = bl.initial_estimate(y, op)
+    assert isinstance(r, Result)
+    torch.testing.assert_close(r.image, op.init_estimate(y))
+    assert r.network_evals == 0 and r.seconds >= 0
+
+
+@pytest.mark.parametrize("task", ["gaussian_blur", "inpaint_random"])
+def test_tv_and_pnp_improve_on_the_initial_estimate(astronaut, task):
+    op, y = _measure(task, astronaut)
+    p0 = psnr(op.init_estimate(y), astronaut)[0]
+    tv = bl.tv_reconstruction(y, op)
+    pnp = bl.pnp_bm3d(y, op)
+    for r in (tv, pnp):
+        assert r.image.shape == astronaut.shape
+        assert float(r.image.min()) >= 0 and float(r.image.max()) <= 1
+        assert r.seconds > 0
+    assert psnr(pnp.image, astronaut)[0] > p0 + 0.3, (task, p0)
+    if task == "inpaint_random":
+        # The operator's hole filling is a smooth interpolation, and on natural images the (converged)
+        # TV interpolant of 70 % missing pixels is no better than it (see the tuning CSV): TV must
+        # stay close to it and far above the zero-filled measurement.
+        assert psnr(tv.image, astronaut)[0] > p0 - 1.0, (task, p0)
+        assert psnr(tv.image, astronaut)[0] > psnr(y, astronaut)[0] + 8
+    else:
+        assert psnr(tv.image, astronaut)[0] > p0 + 0.3, (task, p0)
+    s = bl.baseline_settings("pnp-bm3d", task)
+    assert pnp.denoiser_evals == s["iters"]
+    assert tv.extras["iterations"] == bl.baseline_settings("tv", task)["iters"]
+
+
+def test_tv_decreases_its_objective(astronaut):
+    op, y = _measure("sr4", astronaut)
+    short = bl.tv_reconstruction(y, op, lam=0.01, iters=5)
+    long = bl.tv_reconstruction(y, op, lam=0.01, iters=200)
+    x0 = op.init_estimate(y)
+    obj0 = float(0.5 * (op.A(x0) - y).pow(2).sum() + 0.01 * bl.tv_norm(x0).sum())
+    assert long.extras["objective"][0] < short.extras["objective"][0] < obj0 * 1.05
+    assert long.extras["objective"][0] < obj0
+
+
+def test_tv_gradient_adjoint():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 9, 7, generator=g)
+    q = torch.randn(2, 3, 2, 9, 7, generator=g)
+    lhs = (bl._grad(x) * q).sum()
+    rhs = (x * bl._grad_adjoint(q)).sum()
+    assert float(lhs) == pytest.approx(float(rhs), rel=1e-5)
+
+
+def test_operator_check_range_is_restored(astronaut):
+    op, y = _measure("gaussian_blur", astronaut)
+    assert op.check_range is True
+    bl.pnp_bm3d(y, op, iters=1)
+    assert op.check_range is True
+    with pytest.raises(Exception):
+        op.A(torch.full_like(astronaut, 2.0))
+
+
+def test_pnp_sigma_schedule_decreases():
+    s = bl.pnp_sigma_schedule(0.2, 0.02, 5)
+    assert s[0] == pytest.approx(0.2) and s[-1] == pytest.approx(0.02)
+    assert all(a > b for a, b in zip(s, s[1:]))
+    assert bl.pnp_sigma_schedule(0.2, 0.02, 1) == [0.02]
+
+
+def test_cg_solves_a_regularised_normal_equation(astronaut):
+    op, y = _measure("sr4", astronaut)
+    op.check_range = False  # CG iterates leave [0, 1]
+    a = 0.05
+    rhs = op.A_adjoint(y) + a * astronaut
+    x = bl.cg_solve(lambda v: op.A_adjoint(op.A(v)) + a * v, rhs, torch.zeros_like(astronaut), 200, tol=1e-10)
+    res = op.A_adjoint(op.A(x)) + a * x - rhs
+    assert float(res.norm() / rhs.norm()) < 1e-4
+
+
+def test_operator_sqnorm():
+    assert bl.operator_sqnorm(make_operator("inpaint_random", SIZE), (3, SIZE, SIZE)) == pytest.approx(1.0, abs=1e-3)
+    assert 0 < bl.operator_sqnorm(make_operator("sr4", SIZE), (3, SIZE, SIZE)) < 0.2
+
+
+class _SmoothDenoiser(torch.nn.Module):
+    """A stand-in 'diffusion denoiser' D(x, sigma): a 3x3 local mean (enough to exercise the wiring)."""
+
+    def forward(self, x, sigma, *args, **kwargs):
+        return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+
+
+@pytest.mark.parametrize("method", ["dps", "diffpir"])
+def test_diffusion_baselines_run_with_a_given_denoiser(astronaut, method):
+    op, y = _measure("inpaint_random", astronaut)
+    fn = getattr(bl, method)
+    steps = {"dps": dict(num_steps=4), "diffpir": dict(max_iter=4)}[method]
+    r = fn(y, op, denoiser=_SmoothDenoiser(), **steps)
+    assert r.image.shape == astronaut.shape
+    assert torch.isfinite(r.image).all()
+    assert 1 <= r.denoiser_evals <= 5
+    assert r.extras["settings"]["model"] == "custom"
+
+
+def _no_network(monkeypatch, tmp_path):
+    """Empty torch hub cache and any attempt to open a connection fails at once."""
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv("VARLIB_DIFFUSION_DIR", raising=False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+@pytest.mark.parametrize("method", ["dps", "diffpir"])
+def test_diffusion_baselines_offline_raise_a_clear_error(astronaut, monkeypatch, tmp_path, method):
+    _no_network(monkeypatch, tmp_path)
+    op, y = _measure("gaussian_blur", astronaut)
+    with pytest.raises(RuntimeError) as e:
+        getattr(bl, method)(y, op)
+    msg = str(e.value)
+    assert "adm-imagenet64-cond.pt" in msg and "huggingface.co" in msg
+    assert str(tmp_path / "hub" / "checkpoints") in msg
+    with pytest.raises(RuntimeError, match="diffusion_openai.pt"):
+        getattr(bl, method)(y, op, model="diffunet-imagenet256", download=False)
+
+
+def test_diffusion_weights_found_in_the_hub_cache(monkeypatch, tmp_path):
+    _no_network(monkeypatch, tmp_path)
+    target = tmp_path / "hub" / "checkpoints" / "diffusion_openai.pt"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"")
+    assert bl.diffusion_weights_path("diffunet-imagenet256") == target
+    with pytest.raises(ValueError, match="known"):
+        bl.diffusion_weights_path("no-such-net")
+
+
+def test_default_diffusion_model_follows_the_image_size():
+    assert bl.default_diffusion_model(64) == "adm-imagenet64-cond"
+    assert bl.default_diffusion_model(256) == "diffunet-imagenet256"
