@@ -124,7 +124,7 @@ def test_var_methods_through_the_solver(tmp_path):
     params = _params(tmp_path, prior="test", images=dict(set="embedded", image_size=16, limit=1),
                      tasks=["inpaint_random"], use_labels=True,
                      methods=[{"name": "var-injection"},
-                              {"name": "var", "label": "var-2", "settings": {"num_samples": 2, "dc_latent_steps": 1,
+                              {"name": "var", "label": "var-2", "settings": {"num_samples": 2, "decode": "sample", "dc_latent_steps": 1,
                                                                              "dc_pixel_iters": 2}}])
     df = bench.run_benchmark(params, progress=False)
     assert list(df["method"]) == ["var-injection", "var-2"]

@@ -132,3 +132,9 @@ def test_bad_settings_are_refused(prior, problem):
         big = MaskOperator(32)
         solve(big.A(torch.rand(1, 3, 32, 32)), big, prior)
     assert set(NAMED_SETTINGS) >= {"default", "reference", "injection_only"}
+
+
+def test_several_argmax_samples_are_refused(prior, problem):
+    x, op, y = problem
+    with pytest.raises(ValueError, match="identical samples"):
+        solve(y, op, prior, "default", num_samples=4)

@@ -131,6 +131,9 @@ def resolve_settings(settings: Union[str, Dict[str, Any], None] = "default", tas
         raise ValueError(f"select must be 'mean' or 'best', got {s['select']!r}")
     if int(s["num_samples"]) < 1:
         raise ValueError(f"num_samples must be >= 1, got {s['num_samples']}")
+    if int(s["num_samples"]) > 1 and s["decode"] == "argmax" and not s["gumbel"]:
+        raise ValueError("num_samples > 1 with argmax decoding gives identical samples; "
+                         "add decode='sample' (with temperature / top_p) to draw different ones")
     return s
 
 

@@ -1,0 +1,83 @@
+"""The shipped embedded prior (varlib/weights/tiny64) and the training command."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from varlib.data import data_dir
+from varlib.prior import load_prior
+from varlib.prior.loading import PACKAGE_WEIGHTS
+
+WEIGHTS = PACKAGE_WEIGHTS / "tiny64"
+HAS_TINY = (data_dir() / "tinyimagenet" / "val.tar").exists()
+needs_data = pytest.mark.skipif(not HAS_TINY, reason="needs Tiny ImageNet in VARLIB_DATA_DIR (../shared/data); "
+                                                     "runs in CI")
+
+
+def test_shipped_prior_loads_offline_and_is_small():
+    assert WEIGHTS.exists(), "varlib/weights/tiny64 must be committed (make prior rebuilds it)"
+    total = sum(f.stat().st_size for f in WEIGHTS.iterdir())
+    assert total <= 25 * 2 ** 20, f"shipped prior is {total / 2**20:.1f} MiB > 25 MiB"
+    prior = load_prior("tiny64")
+    assert prior.image_size == 64 and prior.num_classes == 202
+    card = (WEIGHTS / "MODEL_CARD.md").read_text()
+    for f in ("tokenizer.safetensors", "transformer.safetensors"):
+        digest = [l.split()[0] for l in (WEIGHTS / "SHA256SUMS").read_text().splitlines() if l.endswith(f)][0]
+        assert digest in card, f"model card must state the sha256 of {f}"
+
+
+@needs_data
+def test_reconstruction_psnr_matches_model_card():
+    from varlib.train import evaluate_tokenizer
+    metrics = json.loads((WEIGHTS / "metrics.json").read_text())["tokenizer"]
+    prior = load_prior("tiny64")
+    got = evaluate_tokenizer(prior, metrics["val_images"])
+    assert abs(got["psnr"] - metrics["psnr"]) < 0.5, (got["psnr"], metrics["psnr"])
+    # the coarse-to-fine curve rises with every scale
+    assert all(b > a for a, b in zip(got["psnr_per_scales"], got["psnr_per_scales"][1:]))
+
+
+def test_sampling_is_deterministic_and_cfg_matters():
+    prior = load_prior("tiny64")
+    a = prior.sample([5, 5], cfg=3.0, top_p=0.95, generator=torch.Generator().manual_seed(0))
+    b = prior.sample([5, 5], cfg=3.0, top_p=0.95, generator=torch.Generator().manual_seed(0))
+    c = prior.sample([5, 5], cfg=0.0, top_p=0.95, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert a.shape == (2, 3, 64, 64) and float(a.min()) >= 0 and float(a.max()) <= 1
+
+
+def test_corrupted_or_missing_weight_file_is_refused(tmp_path):
+    d = tmp_path / "tiny64"
+    shutil.copytree(WEIGHTS, d)
+    raw = bytearray((d / "transformer.safetensors").read_bytes())
+    raw[-10] ^= 0xFF
+    (d / "transformer.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="corrupted.*transformer.safetensors.*make prior"):
+        load_prior(d)
+    (d / "tokenizer.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="tokenizer.safetensors"):
+        load_prior(d)
+
+
+@needs_data
+def test_two_step_training_runs_and_resumes(tmp_path):
+    from varlib.train import main
+    out = tmp_path / "run"
+    common = ["--out", str(out), "--config", "tiny64", "--shards", "0", "--limit", "64", "--batch", "8"]
+    main(["tokenizer", "--steps", "2", *common])
+    ck = torch.load(out / "tokenizer_ckpt.pt", weights_only=False)
+    assert ck["step"] == 2
+    main(["tokenizer", "--steps", "3", *common])  # resumes: one more step, not three
+    ck3 = torch.load(out / "tokenizer_ckpt.pt", weights_only=False)
+    assert ck3["step"] == 3
+    rows = (out / "tokenizer_log.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("step,") and rows[-1].startswith("3,")
+    main(["tokenize", *common])
+    tokens = np.load(out / "tokens_train.npz")
+    assert tokens["tokens"].shape == (64, sum(p * p for p in (1, 2, 4, 8, 16)))
+    main(["transformer", "--steps", "2", *common])
+    assert torch.load(out / "transformer_ckpt.pt", weights_only=False)["step"] == 2
