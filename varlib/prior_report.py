@@ -79,6 +79,7 @@ def coarse_to_fine_figure(prior: Prior, metrics: Dict, out: Path) -> None:
         ax.axhline(tok["bicubic_x4_psnr"], color="gray", ls="--", lw=1, label=f"bicubic x4 down/up ({tok['bicubic_x4_psnr']:.1f} dB)")
         ax.axhline(tok["bicubic_x2_psnr"], color="gray", ls=":", lw=1, label=f"bicubic x2 down/up ({tok['bicubic_x2_psnr']:.1f} dB)")
         ax.legend(fontsize=7, loc="lower right")
+    ax.set_xticks(range(1, len(curve) + 1))
     ax.set_xlabel("number of scales decoded (coarse to fine)")
     ax.set_ylabel("PSNR (dB)")
     ax.set_title(f"Tokenizer coarse-to-fine PSNR, {tok['val_images']} tinyimagenet-val images", fontsize=9)

@@ -29,12 +29,11 @@ from .solver import TUNED_SETTINGS_FILE, resolve_settings, solve
 # swept in this order; each list holds the candidate values
 SEARCH: Dict[str, list] = {
     "injection_depth": [0, 1, 2, 3],
-    "guidance_strength": [0.25, 0.5, 1.0, 2.0, 4.0],
-    "guidance_steps": [1, 3, 6],
-    "dc_latent_weight": [0.1, 1.0, 10.0],
-    "dc_latent_steps": [0, 30, 60],
+    "guidance_strength": [0.5, 1.0, 2.0],
+    "guidance_steps": [1, 3],
+    "dc_latent_weight": [0.1, 1.0],
 }
-INPAINT_SEARCH = {"partial_injection_depth": [0, 3, 5]}
+INPAINT_SEARCH = {"partial_injection_depth": [0, 4]}
 
 
 def tuning_images(n: int, shard: int = 2):
