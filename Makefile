@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 RUN ?= $(basename $(notdir $(PARAMS)))
-RESULTS := results/$(RUN)
+# results/<run>/, or $VARLIB_RESULTS_DIR/<run>/ when that is set (varlib.study reads the same variable)
+RESULTS := $(or $(VARLIB_RESULTS_DIR),results)/$(RUN)
 # the data directory: ../shared/data when it exists (development machines and CI)
 SHARED_DATA := $(abspath ../shared/data)
 ifeq ($(origin VARLIB_DATA_DIR), undefined)
@@ -19,7 +20,11 @@ endif
 
 help:
 	@echo "make test             create/refresh .venv and run the tests"
-	@echo "make all              regenerate every figure and table (PARAMS=$(PARAMS))"
+	@echo "make all              regenerate every figure and table (PARAMS=$(PARAMS)): notebooks + HTML"
+	@echo "make smoke            the whole study on params/smoke.yaml (2-3 min, results/smoke)"
+	@echo "make benchmark | ablation-injection | ablation-guidance | runtime | report-notebook"
+	@echo "                      one study notebook (PARAMS=...); make report: HTML in results/<run>/html"
+	@echo "make screenshots      PNG screenshots of the HTML reports (headless chromium)"
 	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2 h)"
 	@echo "make lab              JupyterLab on the project"
 	@echo "make clean-results    delete results/$(RUN)"
@@ -32,6 +37,8 @@ $(VENV)/.stamp: pyproject.toml requirements.txt
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# the Jupyter kernel papermill runs the notebooks in: this venv's python, named python3
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (varlib)"
 	touch $@
 
 venv: $(VENV)/.stamp

@@ -1,3 +1,67 @@
-# placeholder until the notebooks land (issue 6)
-all: $(VENV)/.stamp
-	@echo "the study notebooks are not wired yet"
+# The study: the notebooks in notebooks/ executed by papermill for $(PARAMS), then converted to HTML.
+#
+#   make all                          every notebook for PARAMS (default params/default.yaml), then `report`
+#   make benchmark | ablation-injection | ablation-guidance | runtime | report-notebook
+#                                     one notebook (and what it needs)
+#   make report                       HTML of every executed notebook in $(RESULTS)/html/
+#   make smoke                        `all` with params/smoke.yaml (results/smoke/)
+#   make screenshots                  PNG screenshots of the HTML reports (headless chromium)
+#
+# An executed notebook $(RESULTS)/notebooks/NN_x.ipynb depends on its source notebook, the params
+# file, the varlib sources and the embedded weights, so it is re-executed only when one of those
+# changed. papermill writes to build/papermill/<run>/ first; the notebook is moved into results/
+# only when every cell succeeded. A failing cell stops make with the cell's traceback on the
+# terminal; the partial notebook stays in build/papermill/<run>/ for inspection. Finished benchmark
+# cases are cached (results/<run>/cache/), so running make again resumes the computation.
+
+NOTEBOOKS := 01_benchmark 02_ablation_injection 03_ablation_guidance 04_runtime 05_report
+NB_OUT := $(RESULTS)/notebooks
+NB_HTML := $(RESULTS)/html
+NB_TMP := build/papermill/$(RUN)
+STUDY_DEPS := $(PARAMS) $(wildcard varlib/*.py varlib/*.json varlib/prior/*.py varlib/weights/*/*)
+KERNEL_SPEC := $(VENV)/share/jupyter/kernels/python3/kernel.json
+PAPERMILL := MPLBACKEND=Agg PYTHONUNBUFFERED=1 $(PY) -m papermill --kernel python3 --cwd $(CURDIR)
+NBCONVERT := $(PY) -m jupyter nbconvert --log-level ERROR
+
+.PHONY: smoke benchmark ablation-injection ablation-guidance runtime report-notebook notebooks screenshots
+
+all: report
+
+notebooks: $(NOTEBOOKS:%=$(NB_OUT)/%.ipynb)
+
+benchmark: $(NB_OUT)/01_benchmark.ipynb
+ablation-injection: $(NB_OUT)/02_ablation_injection.ipynb
+ablation-guidance: $(NB_OUT)/03_ablation_guidance.ipynb
+runtime: $(NB_OUT)/04_runtime.ipynb
+report-notebook: $(NB_OUT)/05_report.ipynb
+
+report: $(NOTEBOOKS:%=$(NB_HTML)/%.html)
+	@echo "HTML reports in $(NB_HTML)/ (start with 05_report.html)"
+
+smoke:
+	$(MAKE) all PARAMS=params/smoke.yaml
+
+# the kernel papermill starts: the venv's python3 (ipykernel ships it; registered again if missing)
+$(KERNEL_SPEC): | $(VENV)/.stamp
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (varlib)"
+
+# runtime (04) reads the benchmark's cases; the report (05) reads every other notebook's output
+$(NB_OUT)/04_runtime.ipynb: $(NB_OUT)/01_benchmark.ipynb
+$(NB_OUT)/05_report.ipynb: $(patsubst %,$(NB_OUT)/%.ipynb,$(filter-out 05_report,$(NOTEBOOKS)))
+$(NOTEBOOKS:%=$(NB_OUT)/%.ipynb): $(NB_OUT)/%.ipynb: notebooks/%.ipynb $(STUDY_DEPS) | $(VENV)/.stamp $(KERNEL_SPEC)
+	@mkdir -p $(NB_TMP)
+	@rm -f $(NB_TMP)/$*.ipynb
+	@echo "== $* ($(PARAMS) -> $(RESULTS))"
+	@$(PAPERMILL) $< $(NB_TMP)/$*.ipynb -p params_file $(PARAMS) -p run $(RUN) \
+	  || { echo "!! notebook $* failed (traceback above); partial notebook: $(NB_TMP)/$*.ipynb" >&2; exit 1; }
+	@mkdir -p $(@D) && mv -f $(NB_TMP)/$*.ipynb $@
+
+# HTML: the report without its code cells, the others with their (short) code
+$(NB_HTML)/05_report.html: NBCONVERT_FLAGS := --no-input
+$(NOTEBOOKS:%=$(NB_HTML)/%.html): $(NB_HTML)/%.html: $(NB_OUT)/%.ipynb
+	@mkdir -p $(NB_TMP) $(@D)
+	$(NBCONVERT) --to html $(NBCONVERT_FLAGS) --output-dir $(NB_TMP) --output $*.html $<
+	@mv -f $(NB_TMP)/$*.html $@
+
+screenshots: report
+	$(PY) -m varlib.screenshot $(NB_HTML) --out $(RESULTS)/screenshots

@@ -58,10 +58,10 @@ BASE_SETTINGS: Dict[str, Any] = dict(
     decode="argmax",              # "argmax" or "sample"
     top_k=0, top_p=0.0, temperature=1.0,
     dc_latent_steps=0,            # data consistency: Adam steps on the continuous latent
-    dc_latent_lr=0.05,
-    dc_latent_weight=1.0,         # weight of ||f - f_prior||^2 / numel relative to the data term
+    dc_latent_lr=0.1,
+    dc_latent_weight=0.001,       # weight of the latent change relative to the data term (see latent_data_consistency)
     dc_pixel=False,               # final proximal step on ||y - A x||^2 in pixels (CG)
-    dc_pixel_rho=None,            # proximal weight; None = from the noise level
+    dc_pixel_rho=None,            # proximal weight; None = 100 sigma^2 (from the noise level)
     dc_pixel_iters=30,
     num_samples=1,
     select="mean",                # with num_samples > 1: "mean" (MMSE) or "best" (lowest residual)
@@ -79,7 +79,7 @@ NAMED_SETTINGS: Dict[str, Dict[str, Any]] = {
     "injection_only": dict(guidance_steps=0, decode="argmax"),
     # our default: injection + normalised guidance + data consistency (per-task values in TASK_DEFAULTS)
     "default": dict(guidance_steps=3, guidance_strength=1.0, decode="argmax",
-                    dc_latent_steps=30, dc_pixel=True),
+                    dc_latent_steps=60, dc_pixel=True),
     # guidance without the data-consistency step (ablation)
     "guided": dict(guidance_steps=3, guidance_strength=1.0, decode="argmax"),
 }
@@ -392,7 +392,7 @@ def _solve(y: torch.Tensor, operator, prior: Prior, settings: Union[str, Dict[st
         rho = s["dc_pixel_rho"]
         if rho is None:
             # trust the prior's output about as much as a measurement with the operator's noise
-            rho = max(float(getattr(operator, "noise_sigma", 0.025)), 1e-3) ** 2 * 400
+            rho = max(float(getattr(operator, "noise_sigma", 0.025)), 1e-3) ** 2 * 100
         x = pixel_proximal(x, yS, operator, float(rho), int(s["dc_pixel_iters"]))
     samples = x.view(S, B, *x.shape[1:])
     res_per_sample = _residual(x, yS, operator).view(S, B)

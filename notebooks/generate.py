@@ -1,0 +1,191 @@
+"""Write the study notebooks (``notebooks/0*.ipynb``) from the cell lists below.
+
+    .venv/bin/python notebooks/generate.py
+
+The notebooks are thin on purpose: a ``parameters`` cell (papermill replaces it), calls into
+:mod:`varlib.study`, and the tables and figures shown inline. Edit the cells here, not in the
+.ipynb files, and rerun this script; ``make`` then re-executes the notebooks that changed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+PARAMETERS = '''\
+# Parameters (papermill replaces this cell; make passes params_file and run)
+params_file = "params/default.yaml"  # the configuration, one of params/*.yaml
+run = None  # results folder name; None means the run given in the params file
+limit = None  # use only the first N images; None means as in the params file'''
+
+SETUP = '''\
+%matplotlib inline
+from IPython.display import Markdown, display
+from varlib import study
+
+P = study.load_params(params_file, run=run, limit=limit)
+paths = study.study_paths(P)
+print(f"run {P['run']!r} from {P['_source']} -> {paths.root}")'''
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip())
+
+
+def code(src: str, tags=()):
+    c = new_code_cell(src.strip())
+    if tags:
+        c.metadata["tags"] = list(tags)
+    return c
+
+
+def head(title: str, text: str) -> list:
+    return [md(f"# {title}\n\n{text.strip()}"), code(PARAMETERS, tags=["parameters"]), code(SETUP)]
+
+
+NOTEBOOKS = {
+    "01_benchmark": head("Benchmark", """
+Every method of the params file on every image and task: the per-case table, the main tables
+(mean ± std over images per method and task) and the qualitative galleries.
+
+Finished cases are cached in `results/<run>/cache/`, so rerunning this notebook after an interruption
+resumes where it stopped.""") + [
+        code("""
+df = study.run_benchmark(P)
+print(f"{len(df)} cases: {df['image'].nunique()} images x {df['task'].nunique()} tasks x {df['method'].nunique()} methods")
+df[["image", "task", "method", "psnr", "ssim", "lpips", "seconds", "network_evals"]].head(8)"""),
+        md("## Main tables\n\nMean ± std over images; best per task in bold. Written to `tables/main_<metric>.{csv,md,tex}`."),
+        code("""
+tables = study.main_tables(df, P)
+for metric, table in tables.items():
+    display(Markdown(f"### {study.METRICS[metric][0]}"))
+    display(Markdown(table.to_markdown()))"""),
+        md("## PSNR per task"),
+        code("study.metric_bars_figure(df, P, 'psnr');"),
+        md("## Galleries\n\nGround truth, measurement (x4 SR shown up-sampled, missing pixels black) and each output with its PSNR."),
+        code("""
+g = P.get("gallery") or {}
+study.gallery_figure(df, P, rows="tasks", image=g.get("image"), name="gallery_tasks");"""),
+        code("""study.gallery_figure(df, P, rows="images", task=g.get("task"), name="gallery_images",
+                     max_images=g.get("max_images", 6));"""),
+    ],
+    "02_ablation_injection": head("Ablation: injection depth", """
+How many of the prior's coarse scales are taken from the tokenised initial estimate (hard token
+injection), from 0 (none) to all of them. Runs on the images given under `ablation:` in the params
+file; the dotted line marks the depth the benchmark uses.""") + [
+        code("""
+methods = study.injection_sweep(P)
+print("sweep:", ", ".join(m["label"] for m in methods))
+df = study.run_ablation(P, "injection")
+print(f"{len(df)} cases")"""),
+        code("""display(Markdown(study.ablation_table(df, P, "injection").to_markdown(index=False)))"""),
+        code("""study.injection_figure(df, P);"""),
+    ],
+    "03_ablation_guidance": head("Ablation: guidance strength and steps", """
+The measurement-guided logit refinement: its strength (step per unit-RMS gradient) and the number of
+refinement steps per scale. Runs on the images given under `ablation:`; the dotted line and the star
+mark the benchmark's setting.""") + [
+        code("""
+methods = study.guidance_sweep(P)
+print("sweep:", "; ".join(m["label"] for m in methods))
+df = study.run_ablation(P, "guidance")
+print(f"{len(df)} cases")"""),
+        code("""display(Markdown(study.ablation_table(df, P, "guidance").to_markdown(index=False)))"""),
+        code("""study.guidance_figure(df, P);"""),
+    ],
+    "04_runtime": head("Runtime", """
+Cost per image of every method, from the benchmark's per-case table (run `01_benchmark` first):
+wall time, network evaluations (transformer, decoder and denoiser calls) and peak memory, and
+quality against time.""") + [
+        code("""
+df = study.load_cases(P)
+out = study.write_runtime_outputs(df, P)
+display(Markdown(out["table"].to_markdown()))"""),
+    ],
+    "05_report": [
+        md("""
+# Report: a VAR prior as a training-free solver for imaging inverse problems
+
+This notebook gathers the study's headline tables and figures. It computes nothing: it reads what
+notebooks `01`-`04` wrote to `results/<run>/` (tables as CSV/Markdown/LaTeX in `tables/`, figures as
+PNG/PDF in `figures/`)."""),
+        code(PARAMETERS, tags=["parameters"]),
+        code(SETUP.replace('print(f"run', '# print(f"run')),
+        md("## Configuration"),
+        code("""display(Markdown(study.run_info(P).to_markdown()))"""),
+        md("""
+## Main results
+
+PSNR (dB, higher is better) per method and task, mean ± standard deviation over the benchmark
+images; the best method per task is in bold. `init` is the operator's cheap initial estimate (hole
+filling, Wiener deconvolution, bicubic up-sampling), which the VAR solver starts from."""),
+        code("""study.show(P, "tables/main_psnr.md")"""),
+        md("SSIM (higher is better), same layout:"),
+        code("""study.show(P, "tables/main_ssim.md")"""),
+        md("LPIPS (AlexNet, lower is better); missing when the AlexNet weights were not available offline:"),
+        code("""study.show(P, "tables/main_lpips.md")"""),
+        md("The PSNR table as bars, with the spread over images as error bars:"),
+        code("""study.show(P, "figures/bars_psnr.png")"""),
+        md("""
+## What the reconstructions look like
+
+One image through every task. Columns: ground truth, the measurement (for x4 super-resolution the
+16 px measurement is shown enlarged by pixel repetition; for inpainting the missing pixels are
+black), then each method's output with its PSNR underneath."""),
+        code("""study.show(P, "figures/gallery_tasks.png")"""),
+        md("Benchmark images (up to six) through one task, same columns:"),
+        code("""study.show(P, "figures/gallery_images.png")"""),
+        md("""
+## Ablation: injection depth
+
+Quality (solid line, left axis) and time per image (dashed line, right axis) against the number of
+coarse scales injected from the initial estimate; the dotted line is the depth the benchmark uses.
+Depth 0 ignores the initial estimate at the coarse scales; injecting every scale reproduces the
+tokenised initial estimate."""),
+        code("""study.show(P, "figures/ablation_injection.png")"""),
+        code("""study.show(P, "tables/ablation_injection.md")"""),
+        md("""
+## Ablation: guidance
+
+Quality against the strength of the measurement-guided logit refinement, one line per number of
+refinement steps per scale; strength 0 is no guidance. The dotted line and the star mark the
+benchmark's setting."""),
+        code("""study.show(P, "figures/ablation_guidance.png")"""),
+        code("""study.show(P, "tables/ablation_guidance.md")"""),
+        md("""
+## Cost
+
+Mean wall time and network evaluations per image (bars: mean over tasks; whiskers: fastest to
+slowest task; log scale). Classical methods call no network."""),
+        code("""study.show(P, "figures/runtime.png")"""),
+        code("""study.show(P, "tables/runtime.md")"""),
+        md("""
+Quality against time per image, one marker per method (log time axis; up and to the left is
+better), per task and averaged over tasks:"""),
+        code("""study.show(P, "figures/quality_vs_time.png")"""),
+    ],
+}
+
+
+def build(out_dir: Path = HERE) -> list:
+    written = []
+    for name, cells in NOTEBOOKS.items():
+        nb = new_notebook(cells=cells)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+        nb.metadata["language_info"] = {"name": "python"}
+        for i, c in enumerate(nb.cells):  # stable ids: regenerating gives identical files
+            c["id"] = f"{name[:2]}-{i:02d}"
+        path = out_dir / f"{name}.ipynb"
+        text = nbformat.writes(nb)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in build():
+        print(p.relative_to(HERE.parent))

@@ -1,0 +1,186 @@
+"""varlib.study without kernels: params, sweeps, tables, figures and atomic writing (a few seconds)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from varlib import study
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = ["smoke", "default", "tinyimagenet"]
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv(study.RESULTS_ENV, str(tmp_path / "results"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    return tmp_path / "results"
+
+
+def test_tasks_match_the_operators():
+    from varlib.operators import TASKS
+
+    assert study.TASKS == tuple(TASKS)
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_shipped_params_load_and_pass_the_benchmark_checks(name):
+    from varlib import bench
+
+    P = study.load_params(f"params/{name}.yaml")
+    assert P["run"] == name
+    for use_labels in study._labels_modes(P):
+        bench.load_params(study.bench_params(P, use_labels))
+    for which in ("injection", "guidance"):
+        bench.load_params({k: v for k, v in study.ablation_params(P, which).items()})
+
+
+def test_paper_params_need_the_image_folders(monkeypatch, tmp_path):
+    monkeypatch.delenv("IMAGENET_VAL_DIR", raising=False)
+    with pytest.raises(study.ParamsError, match="IMAGENET_VAL_DIR"):
+        study.load_params("params/paper.yaml")
+    monkeypatch.setenv("IMAGENET_VAL_DIR", str(tmp_path))
+    monkeypatch.setenv("IMAGENET_TUNE_DIR", str(tmp_path / "tune"))
+    P = study.load_params("params/paper.yaml")
+    assert P["images"]["set"] == str(tmp_path) and P["prior"] == "var-d16" and P["images"]["image_size"] == 256
+    assert {"dps", "diffpir"} <= {m["name"] for m in P["methods"]}
+    assert [m["settings"]["injection_depth"] for m in study.injection_sweep(P)] == list(range(11))
+
+
+def test_overrides_run_and_limit():
+    P = study.load_params("params/smoke.yaml", overrides=["images.limit=1", "tasks=[sr4]"], run="other", limit=1)
+    assert P["images"]["limit"] == 1 and P["tasks"] == ["sr4"] and P["run"] == "other"
+    P = study.load_params("params/smoke.yaml", overrides={"ablation.guidance_steps": [2]})
+    assert {m["settings"]["guidance_steps"] for m in study.guidance_sweep(P)} == {2}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"tasks": ["sr4", "sr8"]}, "unknown task"),
+    ({"colour": 1}, "unknown key"),
+    ({"results_dir": "/tmp"}, study.RESULTS_ENV),
+    ({"run": "a/b"}, "plain folder name"),
+    ({"methods": [{"name": "tv"}, {"name": "tv"}]}, "appear twice"),
+    ({"use_labels": "yes"}, "use_labels"),
+    ({"ablation": {"depths": [1]}}, "unknown ablation key"),
+])
+def test_bad_params_say_what_is_wrong(tmp_path, change, message):
+    raw = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    raw.update(change)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(study.ParamsError, match=message):
+        study.load_params(path)
+
+
+def test_missing_params_file_lists_the_available_ones():
+    with pytest.raises(FileNotFoundError, match="params/smoke.yaml"):
+        study.load_params("params/nope.yaml")
+
+
+def test_sweeps_keep_the_method_settings():
+    P = study.load_params("params/smoke.yaml")
+    inj = study.injection_sweep(P)
+    assert [m["label"] for m in inj] == ["depth 0", "depth 2", "depth 5"]
+    assert all(m["name"] == "var" and m["settings"]["guidance_steps"] == 1 for m in inj)
+    g = study.guidance_sweep({**P, "ablation": {**P["ablation"], "guidance_steps": [1, 3]}})
+    # strength 0 (no guidance) is run once, not once per number of steps
+    assert sum(m["settings"]["guidance_strength"] == 0 for m in g) == 1
+    assert len(g) == 1 + 2 * 2
+    D = study.load_params("params/default.yaml")
+    assert [m["settings"]["injection_depth"] for m in study.injection_sweep(D)] == [0, 1, 2, 3, 4, 5]
+    assert study.ablation_params(D, "injection")["images"]["limit"] == 2
+
+
+def _fake_cases(methods, tasks, images=("a", "b", "c"), seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, im in enumerate(images):
+        for t in tasks:
+            for k, m in enumerate(methods):
+                rows.append(dict(image=im, image_index=i, task=t, method=m, psnr=20 + k + rng.normal(),
+                                 ssim=0.5 + 0.1 * k, lpips=np.nan, seconds=10.0 ** (k - 2),
+                                 transformer_evals=5 * k, decoder_evals=k, denoiser_evals=0))
+    return pd.DataFrame(rows)
+
+
+def test_metric_table_mean_std_and_best(results):
+    P = study.load_params("params/smoke.yaml")
+    df = _fake_cases(study.method_labels(P), P["tasks"])
+    numbers, display = study.metric_table(df, "psnr", P)
+    assert list(numbers.index) == study.method_labels(P)
+    sr = df[(df.task == "sr4") & (df.method == "var-short")].psnr
+    assert numbers.loc["var-short", "sr4 mean"] == pytest.approx(sr.mean())
+    assert numbers.loc["var-short", "sr4 std"] == pytest.approx(sr.std(ddof=1))
+    assert display.loc["var-short", "4x super-resolution"].startswith("**")  # best (highest) in bold
+    _, secs = study.metric_table(df, "seconds", P)
+    assert secs.loc["init", "4x super-resolution"].startswith("**")  # lowest time is best
+    tables = study.main_tables(df, P)
+    assert set(tables) == {"psnr", "ssim", "seconds"}  # LPIPS all empty: no table
+    tex = (results / "smoke" / "tables" / "main_psnr.tex").read_text()
+    assert r"\textbf{" in tex and r"$\pm$" in tex and "var-short" in tex
+
+
+def test_figures_are_written_as_png_and_pdf(results):
+    P = study.load_params("params/smoke.yaml")
+    df = _fake_cases(study.method_labels(P), P["tasks"])
+    study.write_runtime_outputs(df, P)
+    study.metric_bars_figure(df, P)
+    inj = study.injection_sweep(P)
+    rows = [dict(image="a", task="sr4", method=m["label"], psnr=20.0 + i, seconds=1.0 + i, ssim=0.5)
+            for i, m in enumerate(inj)]
+    dfi = study.annotate_sweep(pd.DataFrame(rows), inj)
+    study.injection_figure(dfi, P)
+    study.ablation_table(dfi, P, "injection")
+    g = study.guidance_sweep(P)
+    rows = [dict(image="a", task="sr4", method=m["label"], psnr=20.0 + i, seconds=1.0, ssim=0.5)
+            for i, m in enumerate(g)]
+    dfg = study.annotate_sweep(pd.DataFrame(rows), g)
+    study.guidance_figure(dfg, P)
+    study.ablation_table(dfg, P, "guidance")
+    root = results / "smoke"
+    for stem in ("runtime", "quality_vs_time", "bars_psnr", "ablation_injection", "ablation_guidance"):
+        for ext in ("png", "pdf"):
+            assert (root / "figures" / f"{stem}.{ext}").stat().st_size > 1000
+    for stem in ("runtime", "ablation_injection", "ablation_guidance"):
+        for ext in ("csv", "md", "tex"):
+            assert (root / "tables" / f"{stem}.{ext}").stat().st_size > 0
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "t.txt"
+    study.atomic_write_text(path, "old")
+    with pytest.raises(RuntimeError):
+        with study._atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["t.txt"]
+
+
+def test_load_cases_says_which_notebook_to_run(results):
+    with pytest.raises(FileNotFoundError, match="01_benchmark"):
+        study.load_cases("nothing-here")
+
+
+def test_notebooks_are_generated_from_generate_py(tmp_path):
+    """notebooks/*.ipynb are what notebooks/generate.py writes, and each has a `parameters` cell."""
+    import importlib.util
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("gen", REPO / "notebooks" / "generate.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    for path in gen.build(tmp_path):
+        shipped = REPO / "notebooks" / path.name
+        assert shipped.read_text() == path.read_text(), f"{shipped} is stale: run notebooks/generate.py"
+        nb = nbformat.read(shipped, as_version=4)
+        nbformat.validate(nb)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and 'params_file = "params/default.yaml"' in tagged[0].source
