@@ -16,14 +16,7 @@ from .data import load_images  # noqa: E402
 from .metrics import psnr  # noqa: E402
 from .operators import DEFAULT_NOISE_SIGMA, TASKS, make_operator  # noqa: E402
 
-TASK_TITLES = {
-    "inpaint_box": "box inpainting",
-    "inpaint_random": "random inpainting",
-    "gaussian_blur": "Gaussian blur",
-    "motion_blur": "motion blur",
-    "nonuniform_blur": "non-uniform blur",
-    "sr4": "4x super-resolution",
-}
+from .study import TASK_TITLES  # noqa: E402  (one list of task titles for every figure)
 
 
 def _img(t: torch.Tensor) -> np.ndarray:

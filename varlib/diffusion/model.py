@@ -267,16 +267,8 @@ def load_diffusion_prior(name_or_path: Union[str, os.PathLike] = "tiny64-diffusi
     if verify:
         if not sums.is_file():
             raise FileNotFoundError(f"{sums} is missing; cannot verify the weights (pass verify=False to skip)")
-        for line in sums.read_text().splitlines():
-            if not line.strip():
-                continue
-            digest, fname = line.split(maxsplit=1)
-            fpath = path / fname.strip().lstrip("*")
-            if not fpath.is_file():
-                raise FileNotFoundError(f"{fpath}, listed in {sums}, is missing")
-            if _sha256(fpath) != digest:
-                raise ValueError(f"{fpath} is corrupted: its sha256 does not match {sums}; rebuild it with "
-                                 f"`{TRAIN_COMMAND.format(steps='N')}` or restore it from version control")
+        from ..prior.loading import verify_checksums
+        verify_checksums(path, f"rebuild it with `{TRAIN_COMMAND.format(steps='N')}` or restore it from version control")
     cfg = DiffusionConfig.from_dict(json.loads((path / "config.json").read_text()))
     prior = DiffusionPrior(cfg)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path / "model.safetensors")).items()}

@@ -41,6 +41,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def verify_checksums(path: Path, rebuild: str) -> None:
+    """Check every file listed in ``path/SHA256SUMS``; errors name the file and say how to rebuild it."""
+    sums_file = path / "SHA256SUMS"
+    for line in sums_file.read_text().splitlines():
+        if not line.strip():
+            continue
+        digest, fname = line.split(maxsplit=1)
+        fpath = path / fname.strip().lstrip("*")
+        if not fpath.is_file():
+            raise FileNotFoundError(f"weight file {fpath}, listed in {sums_file}, is missing; {rebuild}")
+        if _sha256(fpath) != digest:
+            raise ValueError(f"weight file {fpath} is corrupted (sha256 does not match SHA256SUMS); {rebuild}")
+
+
 def check_state_dict(module: torch.nn.Module, state: Dict[str, torch.Tensor], what: str, max_report: int = 10) -> None:
     """Raise ValueError listing the first key/shape mismatches between ``module`` and ``state``."""
     expected = module.state_dict()
@@ -145,17 +159,8 @@ def _load_our_dir(path: Path, device, verify: bool = True) -> Prior:
     for f in OUR_FILES:
         if not (path / f).exists():
             raise FileNotFoundError(f"prior file {path / f} is missing; {rebuild}")
-    sums_file = path / "SHA256SUMS"
-    if verify and sums_file.exists():
-        for line in sums_file.read_text().splitlines():
-            if not line.strip():
-                continue
-            digest, fname = line.split(maxsplit=1)
-            fpath = path / fname.strip().lstrip("*")
-            if not fpath.exists():
-                raise FileNotFoundError(f"prior file {fpath} is missing; {rebuild}")
-            if _sha256(fpath) != digest:
-                raise ValueError(f"prior file {fpath} is corrupted (sha256 does not match SHA256SUMS); {rebuild}")
+    if verify and (path / "SHA256SUMS").exists():
+        verify_checksums(path, rebuild)
     config = PriorConfig.from_dict(json.loads((path / "config.json").read_text()))
     prior = Prior(config, device="cpu")
     try:
