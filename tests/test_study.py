@@ -93,7 +93,7 @@ def test_sweeps_keep_the_method_settings():
     assert len(g) == 1 + 2 * 2
     D = study.load_params("params/default.yaml")
     assert [m["settings"]["injection_depth"] for m in study.injection_sweep(D)] == [0, 1, 2, 3, 4, 5]
-    assert study.ablation_params(D, "injection")["images"]["limit"] == 2
+    assert study.ablation_params(D, "injection")["images"]["limit"] == 1
 
 
 def _fake_cases(methods, tasks, images=("a", "b", "c"), seed=0):

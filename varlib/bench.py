@@ -209,7 +209,7 @@ def _validate(p: Dict[str, Any]) -> None:
         raise ValueError(f"method label(s) {dup} used twice; give the entries distinct `label`s")
     for m in specs:
         for task in p["tasks"]:
-            resolve_method_settings(m, task)  # raises on unknown settings
+            resolve_method_settings(m, task, str(p.get("prior", "")))  # raises on unknown settings
     if any(m.kind == "var" for m in specs):
         from .prior import KNOWN_PRIORS
         prior = str(p["prior"])
@@ -236,8 +236,10 @@ def _method_spec(entry: Any) -> MethodSpec:
     return MethodSpec(name=name, label=str(label), settings=dict(settings))
 
 
-def resolve_method_settings(m: MethodSpec, task: str) -> Dict[str, Any]:
-    """The full settings a method runs with on ``task`` (tuned/named defaults + overrides); validates keys."""
+def resolve_method_settings(m: MethodSpec, task: str, prior_name: Optional[str] = None) -> Dict[str, Any]:
+    """The full settings a method runs with on ``task`` (tuned/named defaults + overrides); validates keys.
+
+    ``prior_name`` selects the VAR solver's per-task tuned defaults, so that they enter the cache key."""
     if m.kind == "baseline":
         from . import baselines as bl
         fn = getattr(bl, m.target)
@@ -251,7 +253,7 @@ def resolve_method_settings(m: MethodSpec, task: str) -> Dict[str, Any]:
     from .solver import resolve_settings  # lazy: the solver is optional for baseline-only runs
     over = {k: v for k, v in m.settings.items() if k != "class_labels"}
     try:
-        s = resolve_settings(m.target, task, **over)
+        s = resolve_settings(m.target, task, prior_name=prior_name, **over)
     except ValueError as e:
         raise ValueError(f"method {m.label!r}: {e}") from None
     return {k: v for k, v in s.items() if k != "class_labels"}
@@ -474,7 +476,7 @@ def plan_cases(params: Dict[str, Any], names: Sequence[str], labels: Sequence[in
         op_desc = make_operator(task, params["images"]["image_size"], seed=params["seed"],
                                 noise_sigma=params["noise_sigma"]).describe()
         for m in specs:
-            full = resolve_method_settings(m, task)
+            full = resolve_method_settings(m, task, str(params["prior"]))
             uses_labels = m.kind == "var" and bool(params["use_labels"])
             if uses_labels:
                 full = {**full, "use_labels": True}

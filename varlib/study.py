@@ -525,10 +525,11 @@ def default_settings(params: Mapping[str, Any], task: str) -> Dict[str, Any]:
     m = _ablated_method(params)
     base = {"var": "default", "var-reference": "reference", "var-injection": "injection_only"}.get(m["name"], "default")
     settings = m.get("settings") or {}
+    prior_name = str(params.get("prior", ""))  # per-task tuned defaults belong to a prior
     if isinstance(settings, str):
-        return resolve_settings(settings, task)
+        return resolve_settings(settings, task, prior_name=prior_name)
     return resolve_settings({"base": settings.get("base", base), **{k: v for k, v in settings.items() if k != "base"}},
-                            task)
+                            task, prior_name=prior_name)
 
 
 def _sweep_base(params: Mapping[str, Any]) -> Dict[str, Any]:
