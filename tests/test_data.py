@@ -1,5 +1,7 @@
 """Image sets: embedded photos offline, folders, resize/crop protocol, data-dir sets."""
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -56,13 +58,43 @@ def test_folder_flat_and_class_layout(tmp_path):
     assert labels.tolist() == [0, 1, 1] and names[0] == "a_class/im0.jpg"
 
 
+def _offline(*args, **kwargs):
+    import urllib.error
+    raise urllib.error.URLError("no network in this test")
+
+
 def test_errors(tmp_path, monkeypatch):
+    import urllib.request
     with pytest.raises(ValueError, match="embedded.*kodak24"):
         load_images("imagenet-21k", 64)
     monkeypatch.setenv("VARLIB_DATA_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="VARLIB_DATA_DIR"):
+    monkeypatch.setattr(urllib.request, "urlopen", _offline)
+    with pytest.raises(FileNotFoundError, match="(?s)Kodak24.*downloading.*failed.*VARLIB_DATA_DIR"):
         load_images("kodak24", 64)
+    assert list(tmp_path.iterdir()) == []  # nothing half-downloaded is left behind
     assert "cbsd68" in IMAGE_SETS and "mcmaster" in IMAGE_SETS
+
+
+def test_missing_folder_set_is_downloaded(tmp_path, monkeypatch):
+    """The download path, served from the local copy (no network in tests)."""
+    import io
+    import urllib.request
+    from varlib.data import FOLDER_FILES
+    src = Path(__file__).resolve().parents[2] / "shared" / "data" / "McMaster"
+    if not src.is_dir():
+        pytest.skip("needs ../shared/data/McMaster to serve the fake download")
+    requested = []
+
+    def fake_urlopen(url, timeout=None):
+        requested.append(url)
+        return io.BytesIO((src / url.rsplit("/", 1)[1]).read_bytes())
+
+    monkeypatch.setenv("VARLIB_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    x = load_images("mcmaster", 32, limit=3)
+    assert x.shape == (3, 3, 32, 32)
+    assert sorted(p.name for p in (tmp_path / "McMaster").iterdir()) == sorted(FOLDER_FILES["mcmaster"])
+    assert all(u.startswith("https://") and "/McMaster/" in u for u in requested) and len(requested) == 18
 
 
 def test_to_tensor_unchanged():

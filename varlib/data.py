@@ -104,6 +104,35 @@ FOLDER_SETS = {
 
 IMAGE_SETS: Tuple[str, ...] = ("embedded", "tinyimagenet-train", "tinyimagenet-val", *FOLDER_SETS)
 
+#: Public copies of the folder sets (cszn/FFDNet at a fixed commit), fetched when missing and online.
+FFDNET_RAW = "https://raw.githubusercontent.com/cszn/FFDNet/e787f46df2f374ff3591186706229cb9a0591fea/testsets"
+FOLDER_FILES = {
+    "kodak24": [f"kodim{i:02d}.png" for i in range(1, 25)],
+    "mcmaster": [f"{i}.tif" for i in range(1, 19)],
+    "cbsd68": ['101085.png', '101087.png', '102061.png', '103070.png', '105025.png', '106024.png', '108005.png', '108070.png', '108082.png', '109053.png', '119082.png', '12084.png', '123074.png', '126007.png', '130026.png', '134035.png', '14037.png', '143090.png', '145086.png', '147091.png', '148026.png', '148089.png', '157055.png', '159008.png', '160068.png', '16077.png', '163085.png', '167062.png', '167083.png', '170057.png', '175032.png', '175043.png', '182053.png', '189080.png', '19021.png', '196073.png', '197017.png', '208001.png', '210088.png', '21077.png', '216081.png', '219090.png', '220075.png', '223061.png', '227092.png', '229036.png', '236037.png', '24077.png', '241004.png', '241048.png', '253027.png', '253055.png', '260058.png', '271035.png', '285079.png', '291000.png', '295087.png', '296007.png', '296059.png', '299086.png', '300091.png', '302008.png', '304034.png', '304074.png', '306005.png', '3096.png', '33039.png', '351093.png'],
+}
+
+
+def fetch_folder_set(key: str, folder: Path, timeout: float = 10.0) -> Path:
+    """Download a folder set into ``folder`` (all files into a temporary folder, then renamed into
+    place, so an interrupted download leaves nothing half-written). Raises OSError when offline."""
+    import shutil
+    import tempfile
+    import urllib.request
+
+    sub, _ = FOLDER_SETS[key]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{sub}-", dir=folder.parent))
+    try:
+        for fname in FOLDER_FILES[key]:
+            with urllib.request.urlopen(f"{FFDNET_RAW}/{sub}/{fname}", timeout=timeout) as r:
+                (tmp / fname).write_bytes(r.read())
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
@@ -204,9 +233,13 @@ def load_images(name_or_folder: str, image_size: int, limit: Optional[int] = Non
         sub, origin = FOLDER_SETS[key]
         folder = data_dir() / sub
         if not folder.is_dir():
-            raise FileNotFoundError(
-                f"image set {key!r} not found: expected the folder {folder} ({origin}). Put the images there and "
-                f"set VARLIB_DATA_DIR to its parent folder (now {data_dir()}), or pass a folder path instead.")
+            try:
+                fetch_folder_set(key, folder)
+            except OSError as e:  # offline, or the source is unreachable
+                raise FileNotFoundError(
+                    f"image set {key!r} not found: expected the folder {folder} ({origin}); downloading it from "
+                    f"{FFDNET_RAW}/{sub} failed ({type(e).__name__}: {e}). Put the images there and set "
+                    f"VARLIB_DATA_DIR to its parent folder (now {data_dir()}), or pass a folder path instead.") from e
         files, labels, names = _folder_images(folder, limit)
         arrays = [resize_center_crop(Image.open(f), image_size) for f in files]
     else:
