@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .baselines import cg_solve
 from .prior.model import Prior, check_images
 from .prior.sampling import filter_logits, sample_tokens
 from .result import Result
@@ -233,29 +234,10 @@ def injection_masks(prior: Prior, operator, s: Dict[str, Any], batch: int, devic
     return masks
 
 
-def _cg(apply_M, b: torch.Tensor, x0: torch.Tensor, iters: int) -> torch.Tensor:
-    """Conjugate gradients for a symmetric positive-definite ``apply_M`` (batched over dim 0)."""
-    x = x0.clone()
-    r = b - apply_M(x)
-    p = r.clone()
-    rs = r.pow(2).flatten(1).sum(1)
-    for _ in range(iters):
-        Mp = apply_M(p)
-        alpha = rs / (p * Mp).flatten(1).sum(1).clamp_min(1e-20)
-        x = x + alpha.view(-1, 1, 1, 1) * p
-        r = r - alpha.view(-1, 1, 1, 1) * Mp
-        rs_new = r.pow(2).flatten(1).sum(1)
-        if float(rs_new.max()) < 1e-12:
-            break
-        p = r + (rs_new / rs.clamp_min(1e-20)).view(-1, 1, 1, 1) * p
-        rs = rs_new
-    return x
-
-
 def pixel_proximal(x0: torch.Tensor, y: torch.Tensor, operator, rho: float, iters: int = 30) -> torch.Tensor:
     """argmin_x ||y - A x||^2 + rho ||x - x0||^2, by CG on (A^T A + rho I) x = A^T y + rho x0."""
     b = operator.A_adjoint(y) + rho * x0
-    return _cg(lambda v: operator.A_adjoint(operator.A(v)) + rho * v, b, x0, iters).clamp(0, 1)
+    return cg_solve(lambda v: operator.A_adjoint(operator.A(v)) + rho * v, b, x0, iters).clamp(0, 1)
 
 
 def latent_data_consistency(prior: Prior, f_hat: torch.Tensor, y: torch.Tensor, operator, steps: int, lr: float,

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -159,12 +158,7 @@ def build_diffusion_prior(name_or_config: Union[str, DiffusionConfig] = "tiny64-
 
 
 # -- saving and loading -----------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ..prior.loading import _sha256  # noqa: E402  (one checksum helper for both priors)
 
 
 def model_card(prior: DiffusionPrior, training: Optional[Dict[str, Any]] = None) -> str:
