@@ -71,6 +71,20 @@ g = P.get("gallery") or {}
 study.gallery_figure(df, P, rows="tasks", image=g.get("image"), name="gallery_tasks");"""),
         code("""study.gallery_figure(df, P, rows="images", task=g.get("task"), name="gallery_images",
                      max_images=g.get("max_images", 6));"""),
+        md("""
+## Uncertainty
+
+For a method run with several samples per measurement, does the per-pixel standard deviation of the
+samples point at the pixels where their mean is wrong? Pearson and Spearman correlation between the
+two over all pixels of each image, and the mean error per decile of the standard deviation."""),
+        code("""
+from varlib import uncertainty
+unc = uncertainty.uncertainty_table(df, P)
+if unc is None:
+    print("no method with several samples (num_samples > 1) in this run")
+else:
+    display(Markdown(unc.to_markdown(index=False)))
+    uncertainty.uncertainty_figure(df, P, image=g.get("image"), task=g.get("task"))"""),
     ],
     "02_ablation_injection": head("Ablation: injection depth", """
 How many of the prior's coarse scales are taken from the tokenised initial estimate (hard token
@@ -95,6 +109,16 @@ df = study.run_ablation(P, "guidance")
 print(f"{len(df)} cases")"""),
         code("""display(Markdown(study.ablation_table(df, P, "guidance").to_markdown(index=False)))"""),
         code("""study.guidance_figure(df, P);"""),
+        md("""
+## Residual low-pass: the reference's choice against the raw measurement
+
+The reference method low-passes both `A(x)` and `y` before the guidance loss at coarse scales (box
+filter 9 -> 1 px and pooling 4 -> 1 with the scale ratio). Our default uses the raw measurement. Same images,
+same method, only `lowpass` changes."""),
+        code("""
+df_lp = study.run_ablation(P, "lowpass")
+display(Markdown(study.ablation_table(df_lp, P, "lowpass").to_markdown(index=False)))"""),
+        code("""study.lowpass_figure(df_lp, P);"""),
     ],
     "04_runtime": head("Runtime", """
 Cost per image of every method, from the benchmark's per-case table (run `01_benchmark` first):
@@ -139,6 +163,14 @@ black), then each method's output with its PSNR underneath."""),
         md("Benchmark images (up to six) through one task, same columns:"),
         code("""study.show(P, "figures/gallery_images.png")"""),
         md("""
+## Uncertainty
+
+With several samples per measurement the solver also returns their per-pixel standard deviation.
+Correlation between that map and the error of the samples' mean (present only when the run has a
+multi-sample method):"""),
+        code("""study.show(P, "tables/uncertainty.md")"""),
+        code("""study.show(P, "figures/uncertainty.png")"""),
+        md("""
 ## Ablation: injection depth
 
 Quality (solid line, left axis) and time per image (dashed line, right axis) against the number of
@@ -155,6 +187,10 @@ refinement steps per scale; strength 0 is no guidance. The dotted line and the s
 benchmark's setting."""),
         code("""study.show(P, "figures/ablation_guidance.png")"""),
         code("""study.show(P, "tables/ablation_guidance.md")"""),
+        md("""
+## Ablation: low-passed or raw measurement in the guidance loss"""),
+        code("""study.show(P, "figures/ablation_lowpass.png")"""),
+        code("""study.show(P, "tables/ablation_lowpass.md")"""),
         md("""
 ## Cost
 

@@ -165,3 +165,31 @@ def test_repository_parameter_files_are_valid():
             warnings.simplefilter("ignore")  # keys for varlib.study
             p = bench.load_params(root / name)
         assert p["tasks"] and all(m["name"] in bench.METHODS for m in p["methods"])
+
+
+def test_diffusion_methods_use_the_given_diffusion_prior(tmp_path):
+    """dps / diffpir run the embedded-style prior named by `diffusion_prior` (here a small saved test
+    model), batched; the settings resolve to the per-task defaults plus the steps; the prior enters the key."""
+    import torch
+    from varlib.diffusion import build_diffusion_prior, save_diffusion_prior
+
+    prior = build_diffusion_prior("test", seed=0)
+    with torch.no_grad():  # a fresh network is the identity denoiser; perturb it so that it matters
+        for k, p in enumerate(prior.parameters()):
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(k)) * 0.05)
+    folder = save_diffusion_prior(prior, tmp_path / "dprior")
+    params = _params(tmp_path, diffusion_prior=str(folder), tasks=["gaussian_blur"],
+                     images=dict(set="embedded", image_size=16, limit=2),
+                     methods=[{"name": "init"}, {"name": "dps", "settings": {"steps": 5}},
+                              {"name": "diffpir", "settings": {"steps": 4}}])
+    df = bench.run_benchmark(params, progress=False).set_index("method")
+    dps, pir = df.loc['dps{"steps":5}'], df.loc['diffpir{"steps":4}']
+    assert (dps["denoiser_evals"] == 4).all() and (pir["denoiser_evals"] == 4).all()
+    from varlib.diffusion.solvers import embedded_settings
+    assert json.loads(dps["settings_full"].iloc[0]) == {"steps": 5, **embedded_settings("dps", "gaussian_blur")}
+    assert json.loads(pir["settings_full"].iloc[0]) == {"steps": 4, **embedded_settings("diffpir", "gaussian_blur")}
+    assert (dps["prior"] == str(folder)).all() and dps["prior_id"].iloc[0].startswith(str(folder) + "@")
+    assert (df.loc["init", "prior"].fillna("") == "").all()
+    assert df["psnr"].notna().all()
+    with pytest.raises(ValueError, match="unknown setting.*dps"):
+        bench.load_params(_params(tmp_path, methods=[{"name": "dps", "settings": {"num_steps": 3}}]))

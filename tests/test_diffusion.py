@@ -122,7 +122,7 @@ def test_missing_embedded_weights(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as err:
         load_diffusion_prior("tiny64-diffusion")
     msg = str(err.value)
-    assert str(tmp_path / "tiny64-diffusion") in msg and "python -m varlib.diffusion.train" in msg
+    assert str(tmp_path / "tiny64-diffusion") in msg and "python -m varlib.train diffusion" in msg
     with pytest.raises(FileNotFoundError):
         dps_embedded(torch.zeros(1, 3, 16, 16), make_operator("inpaint_random", 16), steps=2)
 

@@ -7,19 +7,23 @@ Parameters (YAML or a dict; see ``params/default.yaml``)::
     run: default                 # results/<run>/
     results_dir: results         # optional, parent of the run folder (relative to the working dir)
     prior: tiny64                # for the VAR methods ("test" = random-weight test prior)
-    device: auto                 # VAR methods, dps, diffpir: "auto" (cuda when available), "cpu", "cuda"
+    diffusion_prior: tiny64-diffusion   # for dps / diffpir (a name under varlib/weights or a folder)
+    device: auto                 # VAR and diffusion methods: "auto" (cuda when available), "cpu", "cuda"
     images: {set: embedded, image_size: 64, limit: 6}
     tasks: [inpaint_box, inpaint_random, gaussian_blur, motion_blur, nonuniform_blur, sr4]
     noise_sigma: 0.025
     seed: 0                      # operator seed (masks, kernels, noise) and the samplers' seed
     use_labels: false            # pass the set's class labels to the VAR prior
-    batch_size: 8                # images per call for the batched methods (VAR, dps, diffpir)
+    batch_size: 8                # images per call for the batched methods (VAR and diffusion methods)
     methods:
       - {name: init}
       - {name: var, label: var-8samples, settings: {num_samples: 8}}
 
-Methods (:data:`METHODS`): baselines ``init``, ``tv``, ``pnp-bm3d``, ``dps``, ``diffpir``
-(:mod:`varlib.baselines`, per-task settings from ``BASELINE_SETTINGS``) and the VAR solver
+Methods (:data:`METHODS`): baselines ``init``, ``tv``, ``pnp-bm3d`` (:mod:`varlib.baselines`, per-task
+settings from ``BASELINE_SETTINGS``); ``dps`` and ``diffpir`` with the embedded diffusion prior
+(:mod:`varlib.diffusion.solvers`, per-task settings from ``EMBEDDED_SETTINGS``, unconditional, so
+class labels do not apply); ``dps-imagenet`` and ``diffpir-imagenet`` with deepinv's downloaded 256 px
+ImageNet network (:func:`varlib.baselines.dps` / ``diffpir``); and the VAR solver
 ``var`` (named settings "default"), ``var-reference`` ("reference"), ``var-injection``
 ("injection_only"). ``settings`` are overrides; ``label`` names the row (default: the method name,
 followed by the overrides when there are any).
@@ -75,20 +79,23 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-#: method name -> ("baseline", function name in varlib.baselines) or ("var", named solver settings)
+#: method name -> ("baseline", function name in varlib.baselines), ("var", named solver settings) or
+#: ("diffusion", key of varlib.diffusion.solvers.METHODS: DPS/DiffPIR with the embedded diffusion prior)
 METHODS: Dict[str, tuple] = {
     "init": ("baseline", "initial_estimate"),
     "tv": ("baseline", "tv_reconstruction"),
     "pnp-bm3d": ("baseline", "pnp_bm3d"),
-    "dps": ("baseline", "dps"),
-    "diffpir": ("baseline", "diffpir"),
+    "dps": ("diffusion", "dps"),
+    "diffpir": ("diffusion", "diffpir"),
+    "dps-imagenet": ("baseline", "dps"),
+    "diffpir-imagenet": ("baseline", "diffpir"),
     "var": ("var", "default"),
     "var-reference": ("var", "reference"),
     "var-injection": ("var", "injection_only"),
 }
 
 DEFAULTS: Dict[str, Any] = dict(
-    run="default", results_dir="results", prior="tiny64", device="auto",
+    run="default", results_dir="results", prior="tiny64", diffusion_prior="tiny64-diffusion", device="auto",
     images=dict(set="embedded", image_size=64, limit=None),
     tasks=None, noise_sigma=None, seed=0, use_labels=False, batch_size=8, methods=None,
 )
@@ -102,7 +109,7 @@ CASE_COLUMNS = [
 ]
 
 #: baselines that run a neural network: batched and on the benchmark's ``device`` like the VAR methods
-NETWORK_BASELINES = ("dps", "diffpir")
+NETWORK_BASELINES = ("dps-imagenet", "diffpir-imagenet")
 
 SUMMARY_METRICS = ("psnr", "ssim", "lpips", "seconds", "network_evals")
 
@@ -240,6 +247,15 @@ def resolve_method_settings(m: MethodSpec, task: str, prior_name: Optional[str] 
     """The full settings a method runs with on ``task`` (tuned/named defaults + overrides); validates keys.
 
     ``prior_name`` selects the VAR solver's per-task tuned defaults, so that they enter the cache key."""
+    if m.kind == "diffusion":
+        from .diffusion.solvers import METHODS as DIFFUSION_METHODS, embedded_settings
+        sig = inspect.signature(DIFFUSION_METHODS[m.target]).parameters
+        valid = [k for k, v in sig.items() if k not in ("y", "op", "prior", "device", "seed")
+                 and v.kind is not inspect.Parameter.VAR_KEYWORD]
+        bad = set(m.settings) - set(valid)
+        if bad:
+            raise ValueError(f"unknown setting(s) {sorted(bad)} for method {m.name!r}; valid: {', '.join(valid)}")
+        return {"steps": sig["steps"].default, **embedded_settings(m.target, task), **m.settings}
     if m.kind == "baseline":
         from . import baselines as bl
         fn = getattr(bl, m.target)
@@ -361,7 +377,7 @@ def prior_fingerprint(name: str) -> str:
     retrained weights give new case keys; the bare name for "test" and not-yet-downloaded official priors."""
     if name == "test":
         return name
-    from .prior.loading import PACKAGE_WEIGHTS
+    from .prior.loading import PACKAGE_WEIGHTS  # the diffusion prior's weights live beside the VAR prior's
     path = Path(name) if Path(name).exists() else PACKAGE_WEIGHTS / name
     if not path.exists():
         return name
@@ -448,7 +464,11 @@ def _num(v) -> Optional[float]:
 # --------------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------------
-def _call_method(m: MethodSpec, y: torch.Tensor, op, prior, labels: Optional[torch.Tensor], seed: int):
+def _call_method(m: MethodSpec, y: torch.Tensor, op, prior, labels: Optional[torch.Tensor], seed: int,
+                 diffusion_prior=None):
+    if m.kind == "diffusion":  # unconditional prior: class labels do not apply
+        from .diffusion.solvers import METHODS as DIFFUSION_METHODS
+        return DIFFUSION_METHODS[m.target](y, op, prior=diffusion_prior, seed=seed, device=y.device, **m.settings)
     if m.kind == "baseline":
         from . import baselines as bl
         fn = getattr(bl, m.target)
@@ -471,6 +491,8 @@ def plan_cases(params: Dict[str, Any], names: Sequence[str], labels: Sequence[in
     from .operators import make_operator
     specs = [MethodSpec(**m) for m in params["methods"]]
     prior_id = prior_fingerprint(str(params["prior"])) if any(m.kind == "var" for m in specs) else ""
+    diffusion_id = (prior_fingerprint(str(params["diffusion_prior"])) if any(m.kind == "diffusion" for m in specs)
+                    else "")
     out = []
     for task in params["tasks"]:
         op_desc = make_operator(task, params["images"]["image_size"], seed=params["seed"],
@@ -481,8 +503,9 @@ def plan_cases(params: Dict[str, Any], names: Sequence[str], labels: Sequence[in
             if uses_labels:
                 full = {**full, "use_labels": True}
             for i, name in enumerate(names):
+                pid = {"var": prior_id, "diffusion": diffusion_id}.get(m.kind, "")
                 ident = dict(image_set=str(params["images"]["set"]), image=name, task=task, method=m.name,
-                             label=m.label, settings=full, prior=prior_id if m.kind == "var" else "",
+                             label=m.label, settings=full, prior=pid,
                              seed=params["seed"], noise_sigma=params["noise_sigma"],
                              image_size=params["images"]["image_size"], operator=op_desc)
                 out.append(dict(key=case_key(**ident), index=i, image=name, task=task, spec=m, full=full,
@@ -529,6 +552,13 @@ def run_benchmark(params: Union[str, os.PathLike, Dict[str, Any]], limit: Option
         prior = _load_prior(str(p["prior"]), var_device)
         if prior.image_size != size:
             raise ValueError(f"prior {p['prior']!r} works at {prior.image_size} px but images.image_size is {size}")
+    diffusion_prior = None
+    if any(c["spec"].kind == "diffusion" for c in todo):
+        from .diffusion.model import load_diffusion_prior
+        diffusion_prior = load_diffusion_prior(str(p["diffusion_prior"]), device=var_device)
+        if diffusion_prior.config.image_size != size:
+            raise ValueError(f"diffusion prior {p['diffusion_prior']!r} was trained at {diffusion_prior.config.image_size}"
+                             f" px but images.image_size is {size}")
     commit = git_commit()
     have_lpips = lpips_available()[0]
     set_tag = hashlib.sha256(str(p["images"]["set"]).encode()).hexdigest()[:8]
@@ -559,7 +589,7 @@ def run_benchmark(params: Union[str, os.PathLike, Dict[str, Any]], limit: Option
                 mc = [c for c in task_todo if c["spec"].label == m.label]
                 if not mc:
                     continue
-                if m.kind == "var" or m.name in NETWORK_BASELINES:
+                if m.kind in ("var", "diffusion") or m.name in NETWORK_BASELINES:
                     if op_var is None:
                         op_var = make_operator(task, size, seed=p["seed"], noise_sigma=p["noise_sigma"],
                                                device=var_device)
@@ -574,7 +604,7 @@ def run_benchmark(params: Union[str, os.PathLike, Dict[str, Any]], limit: Option
                     lab = torch.as_tensor([int(labels[i]) for i in idx]) if group[0]["uses_labels"] else None
                     t0 = time.perf_counter()
                     with _PeakMemory(dev) as mem:
-                        res = _call_method(m, y, op, prior, lab, p["seed"])
+                        res = _call_method(m, y, op, prior, lab, p["seed"], diffusion_prior)
                     if dev.type == "cuda":
                         torch.cuda.synchronize(dev)
                     wall = time.perf_counter() - t0
@@ -605,7 +635,8 @@ def run_benchmark(params: Union[str, os.PathLike, Dict[str, Any]], limit: Option
                             network_evals=int(res.network_evals), peak_mem_mb=round(mem.peak_mb, 2),
                             mem_kind=mem.kind, residual=float(resid[b]), seed=p["seed"],
                             noise_sigma=p["noise_sigma"], image_size=size,
-                            prior=str(p["prior"]) if m.kind == "var" else "", prior_id=c["prior_id"],
+                            prior={"var": str(p["prior"]), "diffusion": str(p["diffusion_prior"])}.get(m.kind, ""),
+                            prior_id=c["prior_id"],
                             device=str(dev),
                             git_commit=commit, created=_dt.datetime.now().isoformat(timespec="seconds"),
                             recon_path=str(rec.relative_to(rd)), gt_path=paths[c["index"]][0],

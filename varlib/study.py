@@ -87,10 +87,10 @@ METRICS = {
 }
 
 REQUIRED_KEYS = ("images", "tasks", "methods")
-KNOWN_KEYS = {"run", "prior", "images", "tasks", "noise_sigma", "seed", "use_labels", "methods", "ablation",
+KNOWN_KEYS = {"run", "prior", "diffusion_prior", "images", "tasks", "noise_sigma", "seed", "use_labels", "methods", "ablation",
               "device", "description", "batch_size", "notes", "gallery"}
 ABLATION_KEYS = {"images", "tasks", "method", "settings", "injection_depths", "guidance_strengths",
-                 "guidance_steps", "seed", "noise_sigma", "use_labels"}
+                 "guidance_steps", "lowpass", "seed", "noise_sigma", "use_labels"}
 
 
 class ParamsError(ValueError):
@@ -568,7 +568,17 @@ def guidance_sweep(params: Mapping[str, Any]) -> List[Dict[str, Any]]:
     return out
 
 
-SWEEPS = {"injection": injection_sweep, "guidance": guidance_sweep}
+def lowpass_sweep(params: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """Benchmark methods for the residual low-pass ablation: the ablated method with ``lowpass`` =
+    each of ``ablation.lowpass`` (default ``none``: the raw measurement, and ``reference``: both
+    ``A(x)`` and ``y`` low-passed at coarse scales as the reference method does)."""
+    values = (params.get("ablation") or {}).get("lowpass", ["none", "reference"])
+    base = _sweep_base(params)
+    return [{"name": base["name"], "label": f"low-pass {v}", "settings": {**base["settings"], "lowpass": str(v)}}
+            for v in values]
+
+
+SWEEPS = {"injection": injection_sweep, "guidance": guidance_sweep, "lowpass": lowpass_sweep}
 
 
 def ablation_params(params: Mapping[str, Any], which: str) -> Dict[str, Any]:
@@ -613,6 +623,9 @@ def annotate_sweep(df: pd.DataFrame, methods: Sequence[Mapping[str, Any]]) -> pd
         vals = [by_label.get(lbl, {}).get(key, np.nan) for lbl in df["method"]]
         if not all(pd.isna(v) for v in vals):
             df[key] = pd.to_numeric(pd.Series(vals, index=df.index))
+    lowpass = [by_label.get(lbl, {}).get("lowpass") for lbl in df["method"]]
+    if any(v is not None for v in lowpass):
+        df["lowpass"] = lowpass
     return df
 
 
@@ -1018,6 +1031,35 @@ def guidance_figure(df: pd.DataFrame, params: Mapping[str, Any], metric: str = "
     return fig
 
 
+def lowpass_figure(df: pd.DataFrame, params: Mapping[str, Any], metric: str = "psnr", name: str = "ablation_lowpass"):
+    """Quality per task with the guidance residual low-passed (reference) or raw, as grouped bars
+    (mean ± std over the ablation images); the default's choice is named in the legend."""
+    plt, sns = _plt()
+    tasks = task_order(df, params)
+    values = list(dict.fromkeys(df["lowpass"]))
+    q = _mean_std(df, ["task", "lowpass"], metric)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(tasks), 3.6))
+    width = 0.8 / max(len(values), 1)
+    colors = dict(zip(values, sns.color_palette("Set2", n_colors=max(len(values), 2))))
+    default = {str(default_settings(params, t).get("lowpass", "none")) for t in tasks}
+    for k, v in enumerate(values):
+        d = q[q["lowpass"] == v].set_index("task").reindex(tasks)
+        xs = np.arange(len(tasks)) + (k - (len(values) - 1) / 2) * width
+        tag = " (default)" if default == {v} else ""
+        ax.bar(xs, d["mean"], width, yerr=d["std"], capsize=3, color=colors[v], label=f"residual low-pass: {v}{tag}")
+    ax.set_xticks(np.arange(len(tasks)))
+    ax.set_xticklabels([TASK_TITLES.get(t, t) for t in tasks], rotation=15)
+    ax.set_ylabel(METRICS[metric][0])
+    lo = np.nanmin(q["mean"] - q["std"].fillna(0))
+    ax.set_ylim(max(0.0, lo - 2) if metric == "psnr" else None)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(f"Guidance on the low-passed or the raw measurement ({_n(df['image'].nunique(), 'image')} per task, "
+                 f"{_images_label(params, 'ablation')}; mean ± std)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, name, params)
+    return fig
+
+
 RUNTIME_COLUMNS = {"seconds": "time per image (s)", "network_evals": "network evaluations",
                    "transformer_evals": "transformer", "decoder_evals": "decoder", "denoiser_evals": "denoiser",
                    "peak_mem_mb": "peak memory (MB)"}
@@ -1213,7 +1255,8 @@ def run_info(params: Mapping[str, Any]) -> pd.DataFrame:
 def ablation_table(df: pd.DataFrame, params: Mapping[str, Any], which: str, metric: str = "psnr") -> pd.DataFrame:
     """The ablation as a table (rows = sweep points, columns = tasks + mean time per image), written
     as ``tables/ablation_<which>``; returns the display version."""
-    keys = ["injection_depth"] if which == "injection" else ["guidance_steps", "guidance_strength"]
+    keys = {"injection": ["injection_depth"], "guidance": ["guidance_steps", "guidance_strength"],
+            "lowpass": ["lowpass"]}[which]
     tasks = task_order(df, params)
     v = pd.to_numeric(df[metric], errors="coerce")
     g = v.groupby([*(df[k] for k in keys), df["task"]])
@@ -1227,11 +1270,12 @@ def ablation_table(df: pd.DataFrame, params: Mapping[str, Any], which: str, metr
     for t in tasks:
         display[TASK_TITLES.get(t, t)] = [_fmt(a, b, digits) for a, b in zip(mean[t], std[t])]
     display["time per image (s)"] = [f"{x:.2f}" for x in sec.reindex(mean.index)]
-    names = {"injection_depth": "injection depth", "guidance_steps": "steps", "guidance_strength": "strength"}
+    names = {"injection_depth": "injection depth", "guidance_steps": "steps", "guidance_strength": "strength",
+             "lowpass": "residual low-pass"}
     display.index = display.index.set_names([names[k] for k in keys])
     display = display.reset_index()
     for k in keys:
-        display[names[k]] = display[names[k]].map(lambda v: f"{v:g}")
+        display[names[k]] = display[names[k]].map(lambda v: v if isinstance(v, str) else f"{v:g}")
     cap = (f"{METRICS[metric][0]} (mean ± std over {_n(df['image'].nunique(), 'image')}, "
            f"{_images_label(params, 'ablation')}) for each {' and '.join(names[k] for k in keys)}.")
     save_table(numbers, f"ablation_{which}", params, display=display, caption=cap)
@@ -1243,13 +1287,15 @@ NOTEBOOK_OUTPUTS: Dict[str, List[str]] = {
     "01_benchmark": ["tables/cases.csv", "tables/main_psnr.md", "tables/main_psnr.tex", "tables/main_psnr.csv",
                      "tables/main_ssim.md", "tables/summary_long.csv", "figures/bars_psnr.png",
                      "figures/bars_psnr.pdf", "figures/gallery_tasks.png", "figures/gallery_tasks.pdf",
-                     "figures/gallery_images.png"],
+                     "figures/gallery_images.png", "tables/uncertainty.md", "figures/uncertainty.png"],
     "02_ablation_injection": ["ablation/injection/tables/cases.csv", "tables/ablation_injection.csv",
                               "tables/ablation_injection.md", "tables/ablation_injection.tex",
                               "figures/ablation_injection.png", "figures/ablation_injection.pdf"],
     "03_ablation_guidance": ["ablation/guidance/tables/cases.csv", "tables/ablation_guidance.csv",
                              "tables/ablation_guidance.md", "tables/ablation_guidance.tex",
-                             "figures/ablation_guidance.png", "figures/ablation_guidance.pdf"],
+                             "figures/ablation_guidance.png", "figures/ablation_guidance.pdf",
+                             "ablation/lowpass/tables/cases.csv", "tables/ablation_lowpass.md",
+                             "figures/ablation_lowpass.png"],
     "04_runtime": ["tables/runtime.csv", "tables/runtime.md", "tables/runtime.tex", "figures/runtime.png",
                    "figures/runtime.pdf", "figures/quality_vs_time.png", "figures/quality_vs_time.pdf"],
     "05_report": [],

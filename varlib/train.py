@@ -6,6 +6,7 @@
     python -m varlib.train transformer --out runs/tiny64 --steps 1500
     python -m varlib.train evaluate --out runs/tiny64
     python -m varlib.train export --out runs/tiny64 --dest varlib/weights/tiny64
+    python -m varlib.train diffusion --out runs/diffusion64 --steps 3000 --export   # the diffusion prior
 
 Every stage is seeded, resumable (re-running continues from the last checkpoint in ``--out``),
 shows a progress bar and appends to a CSV log in ``--out``. Data order and flips depend only on the
@@ -18,6 +19,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -455,9 +457,14 @@ RECIPES = {  # the CPU recipe that produced the shipped weights (steps chosen fr
 
 
 def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["diffusion"]:  # the embedded diffusion prior has its own options (issue 7)
+        from .diffusion.train import main as diffusion_main
+        return diffusion_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m varlib.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["tokenizer", "tokenize", "transformer", "evaluate", "export", "all"])
+    ap.add_argument("stage", choices=["tokenizer", "tokenize", "transformer", "evaluate", "export", "all"],
+                    help="stage of the VAR prior; `python -m varlib.train diffusion --help` for the diffusion prior")
     ap.add_argument("--out", default="runs/tiny64", help="run directory (checkpoints, logs, tokens)")
     ap.add_argument("--config", default="tiny64")
     ap.add_argument("--patch-nums", default=None, help="override the scale schedule, e.g. 1,2,4,8,16")

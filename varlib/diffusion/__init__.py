@@ -4,7 +4,7 @@
 - :mod:`.schedule`: the DDPM linear-beta schedule and DDIM steps (:class:`DDPMSchedule`);
 - :mod:`.model`: :class:`DiffusionPrior` (deepinv-style denoiser ``prior(x, sigma)`` on [0, 1],
   DDIM ``sample``), saving/loading (:func:`save_diffusion_prior`, :func:`load_diffusion_prior`);
-- :mod:`.train`: ``python -m varlib.diffusion.train`` (training, export, step timing);
+- :mod:`.train`: ``python -m varlib.train diffusion`` (training, export, step timing);
 - :mod:`.solvers`: DPS and DiffPIR with this prior (:func:`dps_embedded`, :func:`diffpir_embedded`).
 
 See docs/diffusion.md.

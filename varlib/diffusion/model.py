@@ -27,7 +27,7 @@ from .unet import UNet, UNetConfig
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 WEIGHT_FILES = ("config.json", "model.safetensors")  # the files SHA256SUMS covers
 MAX_EXPORT_BYTES = 25 * 1024 * 1024
-TRAIN_COMMAND = "python -m varlib.diffusion.train --out runs/diffusion64 --steps {steps} --export"
+TRAIN_COMMAND = "python -m varlib.train diffusion --out runs/diffusion64 --steps {steps} --export"
 
 
 @dataclass

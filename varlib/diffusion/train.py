@@ -1,8 +1,8 @@
 """Training the embedded diffusion prior on Tiny ImageNet (64 px, CPU).
 
-    python -m varlib.diffusion.train --out runs/diffusion64 --steps 1500            # train (resumable)
-    python -m varlib.diffusion.train --out runs/diffusion64 --steps 1500 --export   # ... then ship it
-    python -m varlib.diffusion.train --benchmark 3 --threads 1                      # time 3 steps only
+    python -m varlib.train diffusion --out runs/diffusion64 --steps 1500            # train (resumable)
+    python -m varlib.train diffusion --out runs/diffusion64 --steps 1500 --export   # ... then ship it
+    python -m varlib.train diffusion --benchmark 3 --threads 1                      # time 3 steps only
 
 Conventions of ``varlib.train``: seeded; the batch order comes from ``varlib.train.batch_indices``
 and the flips, timesteps and noise of step ``k`` from a generator seeded by ``(seed, k)``, so a
@@ -159,7 +159,7 @@ def export(out: Path, dest: Path) -> Path:
     """Ship the EMA weights of ``out/ckpt.pt``: fp16 safetensors, config, model card, SHA256SUMS."""
     prior = load_from_ckpt(out)
     hp = prior.metadata.get("hparams", {})
-    cmd = f"python -m varlib.diffusion.train --out {out} --config {prior.config.name} --steps {prior.metadata['step']}"
+    cmd = f"python -m varlib.train diffusion --out {out} --config {prior.config.name} --steps {prior.metadata['step']}"
     if hp.get("shards"):
         cmd += " --shards " + ",".join(str(v) for v in hp["shards"])
     if hp.get("limit"):
@@ -196,7 +196,7 @@ def benchmark(cfg: DiffusionConfig, steps: int = 3, batch: int = 32, bf16: bool 
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m varlib.diffusion.train", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m varlib.train diffusion", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/diffusion64", help="run directory (ckpt.pt, log.csv)")
     ap.add_argument("--config", default="tiny64-diffusion")

@@ -1,0 +1,153 @@
+"""Does the VAR solver's per-pixel standard deviation (several samples per measurement) mean anything?
+
+With ``num_samples > 1`` the solver returns the mean of the samples (the MMSE estimate) and their
+per-pixel standard deviation. An uncertainty map is useful only if it is high where the mean is
+wrong, so we measure, per image, the correlation between the standard deviation and the absolute
+error of the mean over all pixels and channels:
+
+* Pearson's r (linear) and Spearman's rho (rank; insensitive to how the two scale);
+* the mean absolute error in each decile of the standard deviation (a calibration curve: it should
+  rise from the least to the most uncertain decile).
+
+:func:`uncertainty_table` / :func:`uncertainty_figure` read the benchmark's cached outputs (the
+``_std.npy`` files and PNGs of ``results/<run>/cache/images/``), so they cost no solver time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+import pandas as pd
+
+DECILES = 10
+
+
+def std_error_correlation(mean: np.ndarray, std: np.ndarray, target: np.ndarray) -> Dict[str, Any]:
+    """Per-pixel agreement of an uncertainty map with the error of an estimate.
+
+    mean, std, target: arrays of one shape (e.g. (3, H, W) or (H, W, 3)), images in [0, 1].
+    Returns ``pearson``, ``spearman`` and ``error_by_decile`` (mean |mean - target| in each
+    decile of ``std``, least uncertain first).
+    """
+    mean, std, target = (np.asarray(a, dtype=np.float64).ravel() for a in (mean, std, target))
+    if not (mean.shape == std.shape == target.shape):
+        raise ValueError(f"mean, std and target must have the same number of values, got "
+                         f"{mean.size}, {std.size}, {target.size}")
+    err = np.abs(mean - target)
+    if np.ptp(std) == 0 or np.ptp(err) == 0:  # a constant map: no correlation is defined
+        return {"pearson": np.nan, "spearman": np.nan, "error_by_decile": [np.nan] * DECILES}
+    pearson = float(np.corrcoef(std, err)[0, 1])
+    rank = lambda a: pd.Series(a).rank().to_numpy()  # noqa: E731 (average ranks for ties)
+    spearman = float(np.corrcoef(rank(std), rank(err))[0, 1])
+    order = np.argsort(std, kind="stable")
+    deciles = [float(err[chunk].mean()) for chunk in np.array_split(order, DECILES)]
+    return {"pearson": pearson, "spearman": spearman, "error_by_decile": deciles}
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64).transpose(2, 0, 1) / 255.0
+
+
+def case_correlations(df: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
+    """One row per case of ``df`` that has an uncertainty map: image, task, method, pearson, spearman,
+    mean |error| per std decile (``err_d1`` .. ``err_d10``), mean std."""
+    rows = []
+    run_dir = Path(run_dir)
+    with_std = df[df["std_path"].fillna("").astype(str) != ""] if "std_path" in df.columns else df.iloc[:0]
+    for _, r in with_std.iterrows():
+        std = np.load(run_dir / r["std_path"])
+        mean, gt = _read_png(run_dir / r["recon_path"]), _read_png(run_dir / r["gt_path"])
+        c = std_error_correlation(mean, std, gt)
+        rows.append({"image": r["image"], "task": r["task"], "method": r["method"], "pearson": c["pearson"],
+                     "spearman": c["spearman"], "mean_std": float(std.mean()),
+                     **{f"err_d{k + 1}": v for k, v in enumerate(c["error_by_decile"])}})
+    return pd.DataFrame(rows)
+
+
+def uncertainty_table(df: pd.DataFrame, params: Mapping[str, Any]) -> Optional[pd.DataFrame]:
+    """Correlation of the standard deviation with the error of the mean, per method and task (mean ±
+    std over images), written as ``tables/uncertainty``; None when no method produced std maps."""
+    from . import study
+
+    paths = study.study_paths(params)
+    cases = case_correlations(df, paths.root)
+    if cases.empty:
+        return None
+    tasks = study.task_order(cases, params)
+    g = cases.groupby(["method", "task"], sort=False)
+    numbers = g[["pearson", "spearman", "mean_std", "err_d1", f"err_d{DECILES}"]].agg(["mean", "std"])
+    numbers.columns = [f"{a} {b}" for a, b in numbers.columns]
+    numbers["n"] = g.size()
+    numbers = numbers.reset_index()
+    numbers["task"] = pd.Categorical(numbers["task"], tasks, ordered=True)
+    numbers = numbers.sort_values(["method", "task"]).reset_index(drop=True)
+    display = pd.DataFrame({
+        "method": numbers["method"],
+        "task": [study.TASK_TITLES.get(t, t) for t in numbers["task"]],
+        "Pearson r": [study._fmt(a, b, 2) for a, b in zip(numbers["pearson mean"], numbers["pearson std"])],
+        "Spearman rho": [study._fmt(a, b, 2) for a, b in zip(numbers["spearman mean"], numbers["spearman std"])],
+        "mean std": [f"{v:.3f}" for v in numbers["mean_std mean"]],
+        "|error|, least uncertain 10 %": [f"{v:.3f}" for v in numbers["err_d1 mean"]],
+        f"|error|, most uncertain 10 %": [f"{v:.3f}" for v in numbers[f"err_d{DECILES} mean"]],
+    })
+    cap = ("Per-pixel correlation between the samples' standard deviation and the absolute error of their mean "
+           f"(mean ± std over {study._n(cases['image'].nunique(), 'image')}), and the mean absolute error "
+           "(on the [0, 1] scale) in the least and the most uncertain tenth of the pixels.")
+    study.save_table(numbers, "uncertainty", params, display=display, caption=cap)
+    return display
+
+
+def uncertainty_figure(df: pd.DataFrame, params: Mapping[str, Any], image: Optional[str] = None,
+                       task: Optional[str] = None, name: str = "uncertainty"):
+    """Left: mean |error| per decile of the standard deviation, one line per task (calibration).
+    Right: for one case, the ground truth, the mean, |error| and the standard deviation maps."""
+    from . import study
+
+    plt, sns = study._plt()
+    paths = study.study_paths(params)
+    cases = case_correlations(df, paths.root)
+    if cases.empty:
+        return None
+    tasks = study.task_order(cases, params)
+    method = cases["method"].iloc[0]
+    cases = cases[cases["method"] == method]
+    fig = plt.figure(figsize=(14, 3.8))
+    gs = fig.add_gridspec(1, 5, width_ratios=[1.6, 1, 1, 1, 1], wspace=0.45)
+    ax = fig.add_subplot(gs[0])
+    colors = dict(zip(tasks, sns.color_palette("tab10", n_colors=len(tasks))))
+    x = np.arange(1, DECILES + 1)
+    for t in tasks:
+        d = cases[cases["task"] == t][[f"err_d{k}" for k in x]].mean()
+        r = cases.loc[cases["task"] == t, "spearman"].mean()
+        ax.plot(x, d.to_numpy(), marker="o", color=colors[t], label=f"{study.TASK_TITLES.get(t, t)} (rho {r:.2f})")
+    ax.set_xticks(x)
+    ax.set_xlabel("decile of the per-pixel std (1 = least uncertain)")
+    ax.set_ylabel("mean |error| of the mean ([0, 1] scale)")
+    ax.set_title(f"{method}: error rises with uncertainty?", fontsize=10, fontweight="bold")
+    ax.legend(fontsize=7, frameon=False)
+    rows = df[(df["method"] == method) & (df["std_path"].fillna("").astype(str) != "")]
+    if task is not None and (rows["task"] == task).any():
+        rows = rows[rows["task"] == task]
+    if image is not None and (rows["image"] == image).any():
+        rows = rows[rows["image"] == image]
+    r = rows.iloc[0]
+    gt, mean = _read_png(paths.root / r["gt_path"]), _read_png(paths.root / r["recon_path"])
+    std = np.load(paths.root / r["std_path"])
+    err, sd = np.abs(mean - gt).mean(0), std.mean(0)
+    # separate colour scales: the samples' spread is several times smaller than the error (see the table)
+    panels = [("ground truth", gt.transpose(1, 2, 0), None), ("mean of the samples", mean.transpose(1, 2, 0), None),
+              ("|error| of the mean", err, float(max(np.percentile(err, 99.5), 1e-3))),
+              ("per-pixel std (own scale)", sd, float(max(np.percentile(sd, 99.5), 1e-3)))]
+    for k, (title, img, vm) in enumerate(panels):
+        a = fig.add_subplot(gs[k + 1])
+        im = a.imshow(img, cmap="magma" if vm else None, vmin=0 if vm else None, vmax=vm, interpolation="nearest")
+        a.set_title(title, fontsize=9)
+        a.axis("off")
+        if vm:
+            fig.colorbar(im, ax=a, fraction=0.046, pad=0.03).set_label("[0, 1] scale, RGB mean", fontsize=8)
+    fig.suptitle(f"Uncertainty of {method} ({study._n(cases['image'].nunique(), 'image')} per task); example: "
+                 f"{r['image']}, {study.TASK_TITLES.get(r['task'], r['task'])}", fontsize=11)
+    study.save_figure(fig, name, params)
+    return fig
