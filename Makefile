@@ -15,7 +15,7 @@ ifeq ($(origin VARLIB_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: all test venv prior lab clean-results report figures operators-figure prior-report bench
+.PHONY: all test venv prior diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
 .DEFAULT_GOAL := help
 
 help:
@@ -26,6 +26,9 @@ help:
 	@echo "                      one study notebook (PARAMS=...); make report: HTML in results/<run>/html"
 	@echo "make screenshots      PNG screenshots of the HTML reports (headless chromium)"
 	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2 h)"
+	@echo "make diffusion-prior  retrain the embedded diffusion prior (2-core CPU, ~1 h; DIFFUSION_STEPS=...)"
+	@echo "make diffusion-report its samples and held-out denoising figures (results/prior/diffusion_*)"
+	@echo "make figures          operators figure + both priors' figures (results/figures, results/prior)"
 	@echo "make lab              JupyterLab on the project"
 	@echo "make clean-results    delete results/$(RUN)"
 
@@ -51,9 +54,27 @@ test: $(VENV)/.stamp
 prior: $(VENV)/.stamp
 	$(PY) -m varlib.train all --out runs/tiny64
 
+# the embedded diffusion prior for dps / diffpir (resumable; the shipped weights: see their model card)
+DIFFUSION_STEPS ?= 2600
+diffusion-prior: $(VENV)/.stamp
+	$(PY) -m varlib.train diffusion --out runs/diffusion64 --steps $(DIFFUSION_STEPS) --threads 2 --export
+
+diffusion-report: $(VENV)/.stamp
+	OMP_NUM_THREADS=1 $(PY) -m varlib.diffusion.report --out results/prior
+
 # -- figures outside the notebooks -------------------------------------------------------------------
 operators-figure: $(VENV)/.stamp
 	$(PY) -m varlib.figures operators --out results/figures/operators.png
+
+# the embedded priors' figures in results/prior/ (need the Tiny ImageNet tars in $VARLIB_DATA_DIR)
+prior-report: $(VENV)/.stamp
+	$(PY) -m varlib.prior_report --out results/prior
+
+figures: operators-figure prior-report diffusion-report
+
+# the benchmark alone, without the notebooks
+bench: $(VENV)/.stamp
+	$(PY) -m varlib.bench --params $(PARAMS)
 
 lab: $(VENV)/.stamp
 	$(PY) -m jupyter lab --notebook-dir=.

@@ -18,7 +18,7 @@ NOTEBOOKS := 01_benchmark 02_ablation_injection 03_ablation_guidance 04_runtime 
 NB_OUT := $(RESULTS)/notebooks
 NB_HTML := $(RESULTS)/html
 NB_TMP := build/papermill/$(RUN)
-STUDY_DEPS := $(PARAMS) $(wildcard varlib/*.py varlib/*.json varlib/prior/*.py varlib/weights/*/*)
+STUDY_DEPS := $(PARAMS) $(wildcard varlib/*.py varlib/*.json varlib/prior/*.py varlib/diffusion/*.py varlib/diffusion/*.json varlib/weights/*/*)
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/python3/kernel.json
 PAPERMILL := MPLBACKEND=Agg PYTHONUNBUFFERED=1 $(PY) -m papermill --kernel python3 --cwd $(CURDIR)
 NBCONVERT := $(PY) -m jupyter nbconvert --log-level ERROR

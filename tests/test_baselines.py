@@ -172,3 +172,45 @@ def test_diffusion_weights_found_in_the_hub_cache(monkeypatch, tmp_path):
 def test_default_diffusion_model_follows_the_image_size():
     assert bl.default_diffusion_model(64) == "adm-imagenet64-cond"
     assert bl.default_diffusion_model(256) == "diffunet-imagenet256"
+
+
+def test_diffusion_tuning_chooses_from_the_grid_and_resumes(tmp_path, monkeypatch):
+    """python -m varlib.tune_baselines for dps/diffpir: every grid value is tried on the (here: embedded,
+    16 px) tuning images with a small saved diffusion prior, the best is chosen, DPS tasks left out of the
+    search borrow a tuned task's value, and a rerun takes every trial from the trial log."""
+    import json as _json
+
+    import pandas as pd
+
+    from varlib import tune_baselines as tb
+    from varlib.diffusion import solvers as dsolvers
+    from varlib.data import load_images
+    from varlib.diffusion import build_diffusion_prior, save_diffusion_prior
+
+    prior = build_diffusion_prior("test", seed=0)
+    with torch.no_grad():
+        for k, p in enumerate(prior.parameters()):
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(k)) * 0.05)
+    folder = save_diffusion_prior(prior, tmp_path / "dprior")
+    monkeypatch.setattr(tb, "tuning_images", lambda n, size: (load_images("embedded", 16)[:n], [f"img{i}" for i in range(n)]))
+    monkeypatch.setattr(tb, "DIFFPIR_LAMBDAS", (1.0, 25.0))
+    monkeypatch.setattr(tb, "DIFFPIR_ZETAS", (0.3,))
+    monkeypatch.setattr(tb, "DPS_WEIGHTS", (0.3, 3.0))
+    short = {"dps": {t: dict(weight=1.0, steps=30) for t in TASKS},  # short runs: a unit test
+             "diffpir": {t: dict(lambda_=7.0, zeta=0.3, steps=10) for t in TASKS}}
+    monkeypatch.setattr(dsolvers, "EMBEDDED_SETTINGS", short)
+    out = tmp_path / "tuning"
+    kw = dict(image_size=16, log=lambda m: None, name="diffusion", dps_tasks=["gaussian_blur"],
+              diffusion_prior=str(folder))
+    chosen = tb.tune(["diffpir", "dps"], ["gaussian_blur", "inpaint_random"], 2, out, **kw)
+    df = pd.read_csv(out / "diffusion.csv")
+    pir = df[(df.method == "diffpir") & (df.task == "gaussian_blur")]
+    assert len(pir) == 2 and pir["chosen"].sum() == 1  # lambda 1 and 25 (zeta fixed: the same trial)
+    best = pir.loc[pir["psnr_mean"].idxmax(), "settings"]
+    assert _json.loads(best) == chosen["diffpir"]["gaussian_blur"]
+    assert len(df[(df.method == "dps")]) == 2  # searched on gaussian_blur only
+    assert chosen["dps"]["inpaint_random"] == chosen["dps"]["gaussian_blur"]
+    assert chosen["dps"]["gaussian_blur"]["weight"] in (0.3, 3.0) and chosen["dps"]["gaussian_blur"]["steps"] == 30
+    assert _json.loads((out / "diffusion_chosen.json").read_text())["chosen"] == chosen
+    monkeypatch.setattr(tb, "evaluate", lambda *a, **k: pytest.fail("a cached trial was evaluated again"))
+    assert tb.tune(["diffpir", "dps"], ["gaussian_blur", "inpaint_random"], 2, out, **kw) == chosen

@@ -160,7 +160,7 @@ def test_keys_for_other_tools_are_ignored(tmp_path):
 
 def test_repository_parameter_files_are_valid():
     root = Path(__file__).resolve().parents[1] / "params"
-    for name in ("smoke.yaml", "default.yaml"):  # the offline ones (others need downloaded image sets)
+    for name in ("smoke.yaml", "default.yaml", "diffusion.yaml"):  # offline (others need downloaded image sets)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # keys for varlib.study
             p = bench.load_params(root / name)
@@ -186,8 +186,9 @@ def test_diffusion_methods_use_the_given_diffusion_prior(tmp_path):
     dps, pir = df.loc['dps{"steps":5}'], df.loc['diffpir{"steps":4}']
     assert (dps["denoiser_evals"] == 4).all() and (pir["denoiser_evals"] == 4).all()
     from varlib.diffusion.solvers import embedded_settings
-    assert json.loads(dps["settings_full"].iloc[0]) == {"steps": 5, **embedded_settings("dps", "gaussian_blur")}
-    assert json.loads(pir["settings_full"].iloc[0]) == {"steps": 4, **embedded_settings("diffpir", "gaussian_blur")}
+    assert json.loads(dps["settings_full"].iloc[0]) == {"steps": 5, "bf16": True, **embedded_settings("dps", "gaussian_blur")}
+    assert json.loads(pir["settings_full"].iloc[0]) == {"steps": 4, "bf16": True,
+                                                         **embedded_settings("diffpir", "gaussian_blur")}
     assert (dps["prior"] == str(folder)).all() and dps["prior_id"].iloc[0].startswith(str(folder) + "@")
     assert (df.loc["init", "prior"].fillna("") == "").all()
     assert df["psnr"].notna().all()

@@ -12,7 +12,7 @@ import yaml
 from varlib import study
 
 REPO = Path(__file__).resolve().parents[1]
-PARAMS = ["smoke", "default", "tinyimagenet"]
+PARAMS = ["smoke", "default", "tinyimagenet", "diffusion"]
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_shipped_params_load_and_pass_the_benchmark_checks(name):
     assert P["run"] == name
     for use_labels in study._labels_modes(P):
         bench.load_params(study.bench_params(P, use_labels))
-    for which in ("injection", "guidance"):
+    for which in ("injection", "guidance", "lowpass"):
         bench.load_params({k: v for k, v in study.ablation_params(P, which).items()})
 
 

@@ -255,7 +255,8 @@ def resolve_method_settings(m: MethodSpec, task: str, prior_name: Optional[str] 
         bad = set(m.settings) - set(valid)
         if bad:
             raise ValueError(f"unknown setting(s) {sorted(bad)} for method {m.name!r}; valid: {', '.join(valid)}")
-        return {"steps": sig["steps"].default, **embedded_settings(m.target, task), **m.settings}
+        return {"steps": sig["steps"].default, "bf16": sig["bf16"].default, **embedded_settings(m.target, task),
+                **m.settings}
     if m.kind == "baseline":
         from . import baselines as bl
         fn = getattr(bl, m.target)

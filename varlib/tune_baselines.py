@@ -11,7 +11,16 @@ A handful of values per task (coordinate-wise, cheap):
 * ``tv``: ``lam`` in :data:`TV_LAMS` at the default iteration count;
 * ``pnp-bm3d``: ``lam`` in :data:`PNP_LAMS`, then ``sigma_den`` in :data:`PNP_SIGMA_DENS` with the
   best ``lam``, then (inpainting only, where the holes need a stronger start) ``sigma_max`` in
-  :data:`PNP_SIGMA_MAXS` with the best pair.
+  :data:`PNP_SIGMA_MAXS` with the best pair;
+* ``diffpir`` (embedded diffusion prior, 100 steps): ``lambda_`` in :data:`DIFFPIR_LAMBDAS`, then
+  ``zeta`` in :data:`DIFFPIR_ZETAS`;
+* ``dps`` (embedded diffusion prior, 1000 steps): the step size ``weight`` in :data:`DPS_WEIGHTS`.
+  DPS costs about a minute per image on one core, so ``--dps-tasks`` can restrict its search to a
+  few tasks; the other tasks then take the value chosen on the most similar tuned task
+  (inpainting from inpainting, the rest from the blurs).
+
+The diffusion methods are tuned with ``--name diffusion`` so that their files do not replace the
+classical baselines' ones.
 
 Every trial is appended to ``<out>/baselines_trials.jsonl`` as soon as it finishes, so an
 interrupted tuning resumes where it stopped.
@@ -26,9 +35,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -39,6 +49,10 @@ TV_LAMS = (0.001, 0.003, 0.01, 0.03)
 PNP_LAMS = (0.1, 0.3, 1.0)
 PNP_SIGMA_DENS = (0.015, 0.03, 0.05)  # 0.03 is the starting value
 PNP_SIGMA_MAXS = (0.2, 0.4)
+DIFFPIR_LAMBDAS = (1.0, 7.0, 25.0)
+DIFFPIR_ZETAS = (0.1, 0.3, 1.0)
+DPS_WEIGHTS = (0.3, 1.0, 3.0)
+DIFFUSION_METHODS = ("dps", "diffpir")
 
 
 def tuning_images(n: int = 8, image_size: int = 64) -> tuple:
@@ -59,10 +73,17 @@ def _psnr(x: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
     return psnr(x, ref)
 
 
-def evaluate(method: str, settings: Dict[str, Any], x: torch.Tensor, y: torch.Tensor, op) -> Dict[str, Any]:
+def evaluate(method: str, settings: Dict[str, Any], x: torch.Tensor, y: torch.Tensor, op,
+             diffusion_prior=None) -> Dict[str, Any]:
     """Mean/std PSNR and seconds per image of ``method`` with ``settings`` on the batch."""
-    fn = bl.BASELINES[method]
     t0 = time.perf_counter()
+    if method in DIFFUSION_METHODS:  # batched, with the embedded diffusion prior
+        from .diffusion.solvers import METHODS
+        est = METHODS[method](y, op, prior=diffusion_prior, seed=0, **settings).image
+        sec = (time.perf_counter() - t0) / y.shape[0]
+        p = _psnr(est, x)
+        return {"psnr_mean": float(p.mean()), "psnr_std": float(p.std()), "seconds_per_image": sec}
+    fn = bl.BASELINES[method]
     if method == "tv":  # TV is batched
         est = fn(y, op, **settings).image
     else:
@@ -84,14 +105,25 @@ def _trial_cache(path: Path) -> Dict[str, Dict[str, Any]]:
     return cache
 
 
+def _borrow(task: str, tuned: Dict[str, Any]) -> Any:
+    """The setting of the most similar tuned task: inpainting from inpainting, else from the blurs/SR."""
+    same = [t for t in tuned if t.startswith("inpaint") == task.startswith("inpaint")]
+    return tuned[(same or list(tuned))[0]]
+
+
 def tune(methods: List[str], tasks: List[str], n_images: int, out: Path, image_size: int = 64,
-         seed: int = 0, log=print) -> Dict[str, Dict[str, Dict[str, Any]]]:
+         seed: int = 0, log=print, name: str = "baselines", dps_tasks: Optional[List[str]] = None,
+         diffusion_prior: str = "tiny64-diffusion") -> Dict[str, Dict[str, Dict[str, Any]]]:
     from .operators import make_operator
 
     x, names = tuning_images(n_images, image_size)
     log(f"tuning on {len(names)} tinyimagenet-train images: {', '.join(names)}")
     out.mkdir(parents=True, exist_ok=True)
-    trials_path = out / "baselines_trials.jsonl"
+    dprior = None
+    if set(methods) & set(DIFFUSION_METHODS):
+        from .diffusion.model import load_diffusion_prior
+        dprior = load_diffusion_prior(diffusion_prior)
+    trials_path = out / f"{name}_trials.jsonl"
     cache = _trial_cache(trials_path)
     rows, chosen = [], {m: {} for m in methods}
     for task in tasks:
@@ -111,7 +143,7 @@ def tune(methods: List[str], tasks: List[str], n_images: int, out: Path, image_s
                     if tid in cache:
                         tried[key] = cache[tid]
                     else:
-                        tried[key] = evaluate(method, s, x, y, op)
+                        tried[key] = evaluate(method, s, x, y, op, dprior)
                         with open(trials_path, "a") as f:
                             f.write(json.dumps({"id": tid, "result": tried[key]}) + "\n")
                             f.flush()
@@ -120,7 +152,13 @@ def tune(methods: List[str], tasks: List[str], n_images: int, out: Path, image_s
                         f"({tried[key]['seconds_per_image']:.2f} s/image)")
                 return tried[key]["psnr_mean"]
 
-            base = bl.baseline_settings(method, task)
+            if method in DIFFUSION_METHODS:
+                from .diffusion.solvers import embedded_settings
+                base = embedded_settings(method, task)
+            else:
+                base = bl.baseline_settings(method, task)
+            if method == "dps" and dps_tasks is not None and task not in dps_tasks:
+                continue  # filled in below from a tuned task
             if method == "tv":
                 best = max(({**base, "lam": v} for v in TV_LAMS), key=trial)
             elif method == "pnp-bm3d":
@@ -128,24 +166,34 @@ def tune(methods: List[str], tasks: List[str], n_images: int, out: Path, image_s
                 best = max(({**best, "sigma_den": v} for v in PNP_SIGMA_DENS), key=trial)
                 if task.startswith("inpaint"):
                     best = max(({**best, "sigma_max": v} for v in PNP_SIGMA_MAXS), key=trial)
+            elif method == "diffpir":
+                best = max(({**base, "lambda_": v} for v in DIFFPIR_LAMBDAS), key=trial)
+                best = max(({**best, "zeta": v} for v in DIFFPIR_ZETAS), key=trial)
+            elif method == "dps":
+                best = max(({**base, "weight": v} for v in DPS_WEIGHTS), key=trial)
             else:
-                raise ValueError(f"tuning is implemented for tv and pnp-bm3d, not {method!r}")
+                raise ValueError(f"tuning is implemented for tv, pnp-bm3d, dps and diffpir, not {method!r}")
             chosen[method][task] = best
             best_key = json.dumps(best, sort_keys=True)
             for key, r in tried.items():
                 rows.append(dict(method=method, task=task, settings=key, **r, chosen=key == best_key))
             log(f"[{task}] {method} chosen {best_key}")
+    if "dps" in methods and dps_tasks is not None and chosen["dps"]:
+        for task in tasks:
+            if task not in chosen["dps"]:
+                chosen["dps"][task] = dict(_borrow(task, {t: chosen["dps"][t] for t in dps_tasks if t in chosen["dps"]}))
+                log(f"[{task}] dps not searched; takes {chosen['dps'][task]} from a tuned task")
     import pandas as pd
     df = pd.DataFrame(rows)
     df.insert(2, "images", len(names))
     df["image_set"] = "tinyimagenet-train shard 0 (one image per class, classes evenly spaced)"
-    tmp = out / "baselines.csv.tmp"
+    tmp = out / f"{name}.csv.tmp"
     df.to_csv(tmp, index=False)
-    os.replace(tmp, out / "baselines.csv")
-    tmp = out / "baselines_chosen.json.tmp"
+    os.replace(tmp, out / f"{name}.csv")
+    tmp = out / f"{name}_chosen.json.tmp"
     tmp.write_text(json.dumps({"images": names, "image_size": image_size, "seed": seed,
                                "chosen": chosen}, indent=2))
-    os.replace(tmp, out / "baselines_chosen.json")
+    os.replace(tmp, out / f"{name}_chosen.json")
     return chosen
 
 
@@ -154,14 +202,36 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--methods", nargs="+", default=["tv", "pnp-bm3d"], choices=["tv", "pnp-bm3d"])
+    ap.add_argument("--methods", nargs="+", default=["tv", "pnp-bm3d"], choices=["tv", "pnp-bm3d", "dps", "diffpir"])
+    ap.add_argument("--name", default="baselines", help="output file prefix (use 'diffusion' for dps/diffpir)")
+    ap.add_argument("--dps-tasks", nargs="+", default=None, help="search DPS on these tasks only (it is slow)")
+    ap.add_argument("--diffusion-prior", default="tiny64-diffusion")
+    ap.add_argument("--write-defaults", action="store_true",
+                    help="also write the chosen dps/diffpir values to varlib/diffusion/tuned_settings.json "
+                         "(the defaults of the benchmark's dps / diffpir)")
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--out", type=Path, default=Path("results/tuning"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     chosen = tune(args.methods, args.tasks, args.images, args.out, args.image_size,
-                  log=lambda m: print(m, flush=True))
+                  log=lambda m: print(m, flush=True), name=args.name, dps_tasks=args.dps_tasks,
+                  diffusion_prior=args.diffusion_prior)
     print(json.dumps(chosen, indent=2))
+    if args.write_defaults:
+        from .diffusion.solvers import TUNED_SETTINGS_FILE
+        old = json.loads(TUNED_SETTINGS_FILE.read_text()) if TUNED_SETTINGS_FILE.exists() else {}
+        if old.get("prior") not in (None, args.diffusion_prior):
+            old = {}  # values tuned for another network do not carry over
+        table, notes = old.get("chosen", {}), old.get("notes", {})
+        for m, v in chosen.items():  # replaces the methods tuned by this call, keeps the others
+            if m in DIFFUSION_METHODS and v:
+                table[m] = v
+                notes[m] = (f"python -m varlib.tune_baselines {' '.join(argv if argv is not None else sys.argv[1:])}"
+                            f": {args.images} tinyimagenet-train images, trials in {args.out / (args.name + '.csv')}")
+        tmp = TUNED_SETTINGS_FILE.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"prior": args.diffusion_prior, "notes": notes, "chosen": table}, indent=1))
+        os.replace(tmp, TUNED_SETTINGS_FILE)
+        print("wrote", TUNED_SETTINGS_FILE)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ class DiffusionPrior(nn.Module):
         self.net = UNet(config.unet)
         self.schedule = DDPMSchedule(config.schedule)
         self.metadata: Dict[str, Any] = {}
+        #: run the network under bfloat16 autocast on the CPU (about 2x faster on CPUs with AMX/AVX512-bf16)
+        self.bf16 = False
 
     @property
     def num_parameters(self) -> int:
@@ -115,7 +117,9 @@ class DiffusionPrior(nn.Module):
         t = self.schedule.t_of_sigma(s.cpu()).to(device=x.device, dtype=torch.float32)
         scale = (1.0 / (1.0 + s ** 2)).sqrt().to(torch.float32)[:, None, None, None]
         dt = self._dtype()
-        eps = self.net((z.to(torch.float32) * scale).to(dt), t).to(torch.float32)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16 and x.device.type == "cpu"):
+            eps = self.net((z.to(torch.float32) * scale).to(dt), t)
+        eps = eps.to(torch.float32)
         x0 = z.to(torch.float32) - s.to(torch.float32)[:, None, None, None] * eps
         if clip:
             x0 = x0.clamp(-1, 1)
