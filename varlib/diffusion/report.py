@@ -109,6 +109,26 @@ def denoising_figure(table: pd.DataFrame, out: Path, images: str, name: str = "d
     return fig
 
 
+CARD_SECTION = "## Held-out denoising"
+
+
+def write_card_metrics(weights_dir: Path, table: pd.DataFrame, images: str) -> Path:
+    """Put the denoising table into the model card (replacing an earlier version of the section)."""
+    card = Path(weights_dir) / "MODEL_CARD.md"
+    text = card.read_text()
+    if CARD_SECTION in text:
+        head, _, rest = text.partition(CARD_SECTION)
+        nxt = rest.find("\n## ")
+        text = head.rstrip() + "\n\n" + (rest[nxt + 1:] if nxt >= 0 else "")
+    wide = table.pivot_table(index="sigma", columns="method", values="psnr_mean", sort=False).round(2)
+    section = f"{CARD_SECTION}\n\nPSNR (dB), mean over {images} (`python -m varlib.diffusion.report`):\n\n" \
+              f"{wide.to_markdown()}\n"
+    tmp = card.with_suffix(".md.tmp")
+    tmp.write_text(text.rstrip() + "\n\n" + section)
+    os.replace(tmp, card)
+    return card
+
+
 def main(argv=None) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -129,6 +149,7 @@ def main(argv=None) -> None:
     x, desc = held_out_images(a.images)
     table = denoising_table(prior, x, with_bm3d=not a.no_bm3d)
     denoising_figure(table, a.out, desc)
+    write_card_metrics(Path(prior.metadata["path"]), table, desc)
     print(table.to_string(index=False))
 
 

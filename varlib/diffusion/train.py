@@ -20,6 +20,7 @@ import argparse
 import copy
 import json
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -169,6 +170,7 @@ def export(out: Path, dest: Path) -> Path:
                 f"AdamW lr {hp.get('lr')} (linear warm-up {hp.get('warmup')} steps, then constant), grad clip 1.0",
                 "EMA decay": hp.get("ema_decay"), "bf16 autocast": hp.get("bf16"), "seed": hp.get("seed"),
                 "wall time (s)": round(prior.metadata.get("elapsed", 0.0), 1),
+                "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
                 "command": cmd + " --export"}
     return save_diffusion_prior(prior, dest, half=True, training=training)
 
