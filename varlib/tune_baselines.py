@@ -83,13 +83,10 @@ def evaluate(method: str, settings: Dict[str, Any], x: torch.Tensor, y: torch.Te
     if method in DIFFUSION_METHODS:  # batched, with the embedded diffusion prior
         from .diffusion.solvers import METHODS
         est = METHODS[method](y, op, prior=diffusion_prior, seed=0, **settings).image
-        sec = (time.perf_counter() - t0) / y.shape[0]
-        p = _psnr(est, x)
-        return {"psnr_mean": float(p.mean()), "psnr_std": float(p.std()), "seconds_per_image": sec}
-    fn = bl.BASELINES[method]
-    if method == "tv":  # TV is batched
-        est = fn(y, op, **settings).image
+    elif method == "tv":  # TV is batched
+        est = bl.BASELINES[method](y, op, **settings).image
     else:
+        fn = bl.BASELINES[method]
         est = torch.cat([fn(y[i:i + 1], op, **settings).image for i in range(y.shape[0])])
     sec = (time.perf_counter() - t0) / y.shape[0]
     p = _psnr(est, x)
