@@ -138,3 +138,25 @@ def test_several_argmax_samples_are_refused(prior, problem):
     x, op, y = problem
     with pytest.raises(ValueError, match="identical samples"):
         solve(y, op, prior, "default", num_samples=4)
+
+
+def test_soft_decoding_commits_expected_codes(prior, problem):
+    """decode="soft" commits the softmax-weighted code map: at a vanishing temperature it is argmax
+    decoding; at temperature 1 it differs, keeps injected scales, and records argmax tokens."""
+    x, op, y = problem
+    hard = solve(y, op, prior, "guided", injection_depth=1, guidance_steps=1)
+    cold = solve(y, op, prior, "guided", injection_depth=1, guidance_steps=1, decode="soft", temperature=1e-6)
+    warm = solve(y, op, prior, "guided", injection_depth=1, guidance_steps=1, decode="soft", temperature=1.0)
+    assert torch.allclose(cold.image, hard.image, atol=1e-4)
+    assert not torch.allclose(warm.image, hard.image, atol=1e-3)
+    assert torch.equal(warm.tokens[0], prior.encode(op.init_estimate(y))[0])
+    assert all(t.shape == (4, pn, pn) for t, pn in zip(warm.tokens, prior.patch_nums))
+
+
+def test_soft_decoding_keeps_partially_injected_cells(prior, problem):
+    x, op, y = problem
+    full = solve(y, op, prior, "injection_only", injection_depth=prior.num_scales)
+    # every cell above the threshold 0 is injected: soft decoding must then reproduce full injection
+    soft = solve(y, op, prior, "injection_only", injection_depth=1, partial_injection_depth=prior.num_scales,
+                 partial_injection_threshold=0.0, decode="soft")
+    assert torch.allclose(soft.image, full.image, atol=1e-5)

@@ -108,8 +108,10 @@ def nll_figure(metrics: Dict, out: Path) -> None:
     xs = np.arange(len(pn))
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
     for key, lab in (("model_nll", "transformer (class given)"), ("model_nll_uncond", "transformer (null class)"),
-                     ("unigram_nll", "unigram baseline"), ("copy_nll", "copy-coarser baseline")):
-        axes[0].plot(xs, m[key], "o-", label=lab)
+                     ("unigram_nll", "unigram baseline"), ("copy_nll", "copy-coarser baseline"),
+                     ("class_unigram_nll", "class-unigram baseline")):
+        if key in m:
+            axes[0].plot(xs, m[key], "o-" if "model" in key else "s--", label=lab)
     for key, lab in (("model_acc", "transformer"), ("unigram_acc", "unigram"), ("copy_acc", "copy-coarser")):
         axes[1].plot(xs, np.asarray(m[key]) * 100, "o-", label=lab)
     for a, yl in zip(axes, ("held-out NLL (nats/token)", "held-out top-1 accuracy (%)")):
@@ -167,8 +169,8 @@ def _tokenizer_psnr_with_schedule(prior: Prior, x: torch.Tensor, patch_nums) -> 
     return float(psnr_batch(prior.fhat_to_image(f_hat), x).mean())
 
 
-def schedule_tradeoff(prior: Prior, out: Path, n_images: int = 200, steps: int = 3, batch: int = 32) -> pd.DataFrame:
-    """Tokens per image vs tokenizer PSNR vs transformer training speed, per scale schedule.
+def _measure_schedules(prior: Prior, n_images: int = 200, steps: int = 3, batch: int = 32) -> pd.DataFrame:
+    """Tokens per image, tokenizer PSNR and transformer training speed for each of ``SCHEDULES``.
 
     The tokenizer PSNR of the other schedules re-uses the shipped tokenizer (trained on the shipped
     schedule) with that schedule's residual quantisation, so it is a lower bound of what a
@@ -206,20 +208,74 @@ def schedule_tradeoff(prior: Prior, out: Path, n_images: int = 200, steps: int =
         rows.append({"schedule": name, "scales": len(pn), "tokens_per_image": L,
                      "tokenizer_psnr_db": round(psnr, 2), "transformer_step_s": round(step_s, 2),
                      "train_images_per_hour": int(batch * 3600 / step_s)})
-    df = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def transformer_nll_summary(metrics: Dict) -> Dict:
+    """Token-weighted held-out NLL of a trained transformer and of the unigram baseline (nats/token),
+    nats per image, and the smallest per-scale margin over the better of unigram / copy-coarser."""
+    m = metrics["transformer"]
+    n = np.asarray([p * p for p in m["scales"]], dtype=float)
+    model, uni = np.asarray(m["model_nll"]), np.asarray(m["unigram_nll"])
+    best_base = np.minimum(uni, np.asarray(m["copy_nll"]))
+    return {"transformer_steps": m.get("steps"), "model_nll_per_token": round(float((model * n).sum() / n.sum()), 3),
+            "unigram_nll_per_token": round(float((uni * n).sum() / n.sum()), 3),
+            "margin_per_token": round(float(((uni - model) * n).sum() / n.sum()), 3),
+            "min_scale_margin": round(float((best_base - model).min()), 3),
+            "model_nats_per_image": round(float((model * n).sum()), 1)}
+
+
+def schedule_tradeoff(prior: Prior, out: Path, trained: Optional[Dict[str, Path]] = None,
+                      remeasure: bool = True) -> pd.DataFrame:
+    """Tokens per image vs tokenizer PSNR vs transformer NLL and training images per hour.
+
+    ``trained`` maps a schedule name of ``SCHEDULES`` to the ``metrics.json`` of a transformer trained
+    on it for the same wall time as the shipped one (``python -m varlib.train transformer
+    --patch-nums ...`` with the shipped tokenizer; README); their NLL columns join the table. With
+    ``remeasure=False`` the measured columns are read back from ``schedule_tradeoff.csv``.
+    """
+    csv_path = out / "schedule_tradeoff.csv"
+    if remeasure or not csv_path.exists():
+        df = _measure_schedules(prior)
+    else:
+        df = pd.read_csv(csv_path)[["schedule", "scales", "tokens_per_image", "tokenizer_psnr_db",
+                                    "transformer_step_s", "train_images_per_hour"]]
+    per_scale = {}
+    for name, path in (trained or {}).items():
+        metrics = json.loads(Path(path).read_text())
+        for k, v in transformer_nll_summary(metrics).items():
+            df.loc[df["schedule"] == name, k] = v
+        per_scale[name] = metrics["transformer"]
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "schedule_tradeoff.csv", index=False)
+    tmp = out / "schedule_tradeoff.csv.tmp"
+    df.to_csv(tmp, index=False)
+    tmp.replace(csv_path)
     (out / "schedule_tradeoff.md").write_text(df.to_markdown(index=False))
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, axes = plt.subplots(1, 2 if per_scale else 1, figsize=(11 if per_scale else 5.5, 3.8), squeeze=False)
+    ax = axes[0, 0]
     ax.scatter(df["tokens_per_image"], df["tokenizer_psnr_db"], s=df["train_images_per_hour"] / 400)
     for _, r in df.iterrows():
-        ax.annotate(f"{r['schedule']}\n{r['train_images_per_hour'] / 1000:.0f}k img/h, {r['transformer_step_s']} s/step",
-                    (r["tokens_per_image"], r["tokenizer_psnr_db"]), textcoords="offset points", xytext=(6, -4), fontsize=6.5)
+        label = f"{r['schedule']}\n{r['train_images_per_hour'] / 1000:.0f}k img/h, {r['transformer_step_s']} s/step"
+        if pd.notna(r.get("model_nll_per_token", np.nan)):
+            label += f"\nNLL {r['model_nll_per_token']:.2f} nats/token ({r['margin_per_token']:.2f} below unigram)"
+        ax.annotate(label, (r["tokens_per_image"], r["tokenizer_psnr_db"]), textcoords="offset points",
+                    xytext=(6, -4), fontsize=6.5)
     ax.set_xlabel("tokens per image")
     ax.set_ylabel("tokenizer PSNR (dB), held-out")
-    ax.set_xlim(df["tokens_per_image"].min() - 60, df["tokens_per_image"].max() + 260)
+    ax.set_xlim(df["tokens_per_image"].min() - 60, df["tokens_per_image"].max() + 300)
     ax.set_title("Schedule trade-off (marker area = transformer training images per hour)", fontsize=8)
     ax.grid(alpha=0.3)
+    if per_scale:
+        ax = axes[0, 1]
+        for name, m in per_scale.items():
+            margin = np.asarray(m["unigram_nll"]) - np.asarray(m["model_nll"])
+            ax.plot(m["scales"], margin, "o-", label=f"{name}, {m.get('steps')} steps")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("scale (side of the token map)")
+        ax.set_ylabel("unigram NLL - transformer NLL (nats/token)")
+        ax.set_title("Held-out NLL gain over the unigram baseline, equal training wall time", fontsize=8)
+        ax.legend(fontsize=7); ax.grid(alpha=0.3)
+    fig.tight_layout()
     _save(fig, out, "schedule_tradeoff")
     return df
 
@@ -230,6 +286,11 @@ def main(argv=None) -> None:
     ap.add_argument("--prior", default="tiny64")
     ap.add_argument("--out", default="results/prior")
     ap.add_argument("--tradeoff", action="store_true", help="also measure the schedule trade-off (a few minutes)")
+    ap.add_argument("--tradeoff-from-table", action="store_true",
+                    help="redraw the trade-off from schedule_tradeoff.csv (no re-measuring) with the trained NLL runs")
+    ap.add_argument("--trained", nargs="*", default=[], metavar="SCHEDULE=METRICS_JSON",
+                    help="transformers trained on other schedules for the trade-off, e.g. "
+                         "'1,2,4,6,8,12,16=results/prior/schedule_runs/1-2-4-6-8-12-16/metrics.json'")
     a = ap.parse_args(argv)
     out, run = Path(a.out), Path(a.run)
     prior = load_prior(a.prior)
@@ -240,8 +301,10 @@ def main(argv=None) -> None:
         training_curves_figure(run, out)
     nll_figure(metrics, out)
     samples_figure(prior, out)
-    if a.tradeoff:
-        print(schedule_tradeoff(prior, out).to_string())
+    if a.tradeoff or a.tradeoff_from_table:
+        trained = dict(t.split("=", 1) for t in a.trained)
+        trained = {next((k for k in SCHEDULES if k.split(" ")[0] == n), n): p for n, p in trained.items()}
+        print(schedule_tradeoff(prior, out, trained, remeasure=a.tradeoff).to_string())
     print("figures written to", out)
 
 

@@ -56,7 +56,7 @@ BASE_SETTINGS: Dict[str, Any] = dict(
     lowpass="none",               # "none" or "reference" (box 9->1 and pool 4->1 in r, at 256 px)
     grad_clip=None,               # clamp the logit gradient elementwise (reference: 2.0)
     cfg=0.0,                      # classifier-free guidance at the last scale (ramp from 0)
-    decode="argmax",              # "argmax" or "sample"
+    decode="argmax",              # "argmax", "sample", or "soft" (commit the expected code under softmax(logits / temperature))
     top_k=0, top_p=0.0, temperature=1.0,
     dc_latent_steps=0,            # data consistency: Adam steps on the continuous latent
     dc_latent_lr=0.1,
@@ -126,13 +126,13 @@ def resolve_settings(settings: Union[str, Dict[str, Any], None] = "default", tas
             if not 0 <= int(s[key]) <= num_scales:
                 raise ValueError(f"{key}={s[key]} is outside the prior's schedule: it has {num_scales} scales "
                                  f"(use 0..{num_scales})")
-    if s["decode"] not in ("argmax", "sample"):
-        raise ValueError(f"decode must be 'argmax' or 'sample', got {s['decode']!r}")
+    if s["decode"] not in ("argmax", "sample", "soft"):
+        raise ValueError(f"decode must be 'argmax', 'sample' or 'soft', got {s['decode']!r}")
     if s["select"] not in ("mean", "best"):
         raise ValueError(f"select must be 'mean' or 'best', got {s['select']!r}")
     if int(s["num_samples"]) < 1:
         raise ValueError(f"num_samples must be >= 1, got {s['num_samples']}")
-    if int(s["num_samples"]) > 1 and s["decode"] == "argmax" and not s["gumbel"]:
+    if int(s["num_samples"]) > 1 and s["decode"] in ("argmax", "soft") and not s["gumbel"]:
         raise ValueError("num_samples > 1 with argmax decoding gives identical samples; "
                          "add decode='sample' (with temperature / top_p) to draw different ones")
     return s
@@ -217,6 +217,24 @@ def refine_logits(prior: Prior, logits: torch.Tensor, f_hat: torch.Tensor, si: i
         scale = z.detach().std(dim=-1, keepdim=True) if s["normalize_logits"] else 1.0
         z = (z.detach() - step * g * scale)
     return z.detach(), evals
+
+
+def soft_codes(prior: Prior, logits: torch.Tensor, temperature: float, mask: Optional[torch.Tensor],
+               init_tokens: Optional[torch.Tensor], repeats: int) -> torch.Tensor:
+    """Expected code embedding under ``softmax(logits / temperature)``: (B, l, V) -> (B, Cvae, pn, pn).
+
+    The posterior-mean code of each cell rather than one draw: where the transformer is unsure, its
+    candidates' embeddings average towards a small residual instead of committing a confident wrong
+    one. Cells selected by a partial-injection ``mask`` keep the initial estimate's code.
+    """
+    codebook = prior.tokenizer.quantize.embedding.weight
+    B, l, V = logits.shape
+    pn = int(math.isqrt(l))
+    codes = torch.softmax(logits.float() / max(temperature, 1e-6), dim=-1) @ codebook
+    if mask is not None:
+        given = codebook[init_tokens.repeat(repeats, 1, 1).view(B, l)]
+        codes = torch.where(mask.reshape(B, l, 1), given, codes)
+    return codes.transpose(1, 2).reshape(B, -1, pn, pn)
 
 
 def injection_masks(prior: Prior, operator, s: Dict[str, Any], batch: int, device) -> List[Optional[torch.Tensor]]:
@@ -339,19 +357,27 @@ def _solve(y: torch.Tensor, operator, prior: Prior, settings: Union[str, Dict[st
             si = st.si
             logits = st.logits()
             mask = masks[si]
+            codes = None
             if mask is not None and bool(mask.all()):
                 tokens = init_tokens[si].repeat(S, 1, 1)
             else:
                 logits, ev = refine_logits(prior, logits, st.f_hat, si, yS, operator, s, generator, st.ratio)
                 decoder_evals += ev
-                if s["decode"] == "argmax":
+                if s["decode"] == "soft":
+                    codes = soft_codes(prior, logits, float(s["temperature"]), mask, init_tokens[si] if mask is not None else None, S)
+                    tokens = logits.argmax(-1)
+                elif s["decode"] == "argmax":
                     tokens = logits.argmax(-1)
                 else:
                     tokens = sample_tokens(logits, s["top_k"], s["top_p"], s["temperature"], generator)
                 tokens = tokens.view(B * S, st.patch_num, st.patch_num)
                 if mask is not None:
                     tokens = torch.where(mask, init_tokens[si].repeat(S, 1, 1), tokens)
-            st.commit(tokens)
+            if codes is None:
+                st.commit(tokens)
+            else:
+                st.tokens.append(tokens.long())  # argmax tokens for the record; the code map is what is committed
+                st.commit_codes(codes)
             if s["track_residual"]:
                 residuals.append(float(_residual(prior.fhat_to_image(st.f_hat), yS, operator).mean()))
                 decoder_evals += 1

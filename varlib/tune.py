@@ -27,13 +27,34 @@ from .prior import load_prior
 from .solver import TUNED_SETTINGS_FILE, resolve_settings, solve
 
 # swept in this order; each list holds the candidate values
+# ("all" = every scale of the prior's schedule); guidance settings are skipped once they have no effect
+# (every scale injected, or strength 0)
 SEARCH: Dict[str, list] = {
-    "injection_depth": [0, 1, 2, 3],
-    "guidance_strength": [0.5, 1.0, 2.0],
-    "guidance_steps": [1, 3],
+    "injection_depth": [0, 1, 2, 3, "all-1", "all"],
+    "guidance_strength": [0.0, 0.5, 1.0, 2.0],
+    "decode": ["argmax", "soft"],
     "dc_latent_weight": [0.1, 1.0],
 }
-INPAINT_SEARCH = {"partial_injection_depth": [0, 4]}
+INPAINT_SEARCH = {"partial_injection_depth": [0, "all"]}
+
+
+def _candidate(value, num_scales: int):
+    if value == "all":
+        return num_scales
+    if value == "all-1":
+        return num_scales - 1
+    return value
+
+
+def _moot(key: str, best: Dict, num_scales: int) -> bool:
+    """True when ``key`` cannot change the result given the values chosen so far."""
+    guided = best.get("injection_depth", 0) < num_scales
+    if key in ("guidance_strength", "guidance_steps", "decode", "partial_injection_depth"):
+        if not guided:
+            return True
+    if key in ("guidance_steps",) and best.get("guidance_strength", 1.0) == 0:
+        return True
+    return False
 
 
 def tuning_images(n: int, shard: int = 2):
@@ -67,14 +88,18 @@ def main(argv=None) -> None:
     chosen: Dict[str, Dict] = {}
     tasks = a.tasks.split(",")
     for task in tasks:
-        best = {k: v for k, v in resolve_settings("default", None).items() if k in set(SEARCH) | set(INPAINT_SEARCH)}
+        # start from the current per-task defaults, so the search refines rather than restarts
+        start = resolve_settings("default", task, prior_name=prior.name)
+        best = {k: v for k, v in start.items() if k in set(SEARCH) | set(INPAINT_SEARCH)}
         best["base"] = "default"
         search = dict(SEARCH, **(INPAINT_SEARCH if task.startswith("inpaint") else {}))
         for key, values in search.items():
+            if _moot(key, best, prior.num_scales):
+                print(f"{task}: {key} skipped (no effect with {best})", flush=True)
+                continue
             scores = {}
+            values = list(dict.fromkeys(_candidate(v, prior.num_scales) for v in values))
             for v in tqdm(values, desc=f"{task}: {key}", leave=False):
-                if key == "injection_depth" and v > prior.num_scales:
-                    continue
                 trial = dict(best, **{key: v})
                 r = evaluate(prior, x, labels, task, trial)
                 scores[v] = r["psnr"]
@@ -87,9 +112,12 @@ def main(argv=None) -> None:
     df.to_csv(tmp, index=False)
     os.replace(tmp, out / "var_tuning.csv")
     current = json.loads(TUNED_SETTINGS_FILE.read_text()) if TUNED_SETTINGS_FILE.exists() else {}
-    current.setdefault(prior.name, {}).update(chosen)
-    current["_note"] = (f"chosen by python -m varlib.tune on {a.images} tinyimagenet-train images (shard 2), "
-                        f"labels={'yes' if a.use_labels else 'no'}")
+    for task, values in chosen.items():  # keep per-task values this search does not cover
+        current.setdefault(prior.name, {}).setdefault(task, {}).update(values)
+    current["_note"] = (f"{', '.join(SEARCH)}{' (and partial_injection_depth for inpainting)'} chosen by "
+                        f"python -m varlib.tune on {a.images} tinyimagenet-train images (shard 2, evenly spaced), "
+                        f"labels={'yes' if a.use_labels else 'no'}; other per-task values (latent/pixel data "
+                        f"consistency) kept from earlier searches (results/tuning/)")
     TUNED_SETTINGS_FILE.write_text(json.dumps(current, indent=1))
     print(json.dumps(chosen, indent=1))
 

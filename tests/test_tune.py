@@ -1,0 +1,42 @@
+"""The per-task coordinate search of the solver's defaults (varlib.tune), on a small real prior."""
+import json
+
+import pytest
+import torch
+
+from varlib import tune
+from varlib.prior import build_prior
+
+
+def test_candidates_name_the_schedule_and_moot_keys_are_skipped():
+    assert tune._candidate("all", 5) == 5 and tune._candidate("all-1", 5) == 4 and tune._candidate(2, 5) == 2
+    # every scale injected: no guidance setting can change the result
+    for key in ("guidance_strength", "guidance_steps", "decode", "partial_injection_depth"):
+        assert tune._moot(key, {"injection_depth": 5}, 5)
+        assert not tune._moot(key, {"injection_depth": 2, "guidance_strength": 1.0}, 5)
+    assert tune._moot("guidance_steps", {"injection_depth": 2, "guidance_strength": 0.0}, 5)
+    assert not tune._moot("dc_latent_weight", {"injection_depth": 5}, 5)
+
+
+def test_tuning_writes_best_values_and_keeps_other_task_settings(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    prior = build_prior("test")  # 16 px, schedule (1, 2, 4)
+    prior.name = "tiny-test"
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(16, 16), mode="bilinear")
+    settings_file = tmp_path / "tuned.json"
+    settings_file.write_text(json.dumps({"tiny-test": {"sr4": {"dc_latent_steps": 2, "dc_pixel_rho": 0.5}}}))
+    monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr(tune, "load_prior", lambda name: prior)
+    monkeypatch.setattr(tune, "tuning_images", lambda n: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "sr4", "--out", str(tmp_path / "out")])
+    chosen = json.loads(settings_file.read_text())["tiny-test"]["sr4"]
+    assert chosen["dc_latent_steps"] == 2 and chosen["dc_pixel_rho"] == 0.5  # kept
+    assert chosen["injection_depth"] in range(0, 4)
+    import pandas as pd
+    log = pd.read_csv(tmp_path / "out" / "var_tuning.csv")
+    depth_rows = log[log.swept == "injection_depth"]
+    assert sorted(depth_rows.value.astype(int)) == [0, 1, 2, 3]  # 0..3 and "all-1"/"all" (2, 3) de-duplicated
+    best_row = depth_rows.loc[depth_rows.psnr.idxmax()]
+    assert int(best_row.value) == chosen["injection_depth"]
