@@ -27,10 +27,12 @@ from .prior import load_prior
 from .solver import TUNED_SETTINGS_FILE, resolve_settings, solve
 
 # swept in this order; each list holds the candidate values
-# ("all" = every scale of the prior's schedule); guidance settings are skipped once they have no effect
-# (every scale injected, or strength 0)
+# ("all-1" = every scale of the prior's schedule but the last): the solver is injection *then*
+# guided generation, so at least one scale is left to the transformer; full injection (the
+# tokenised initial estimate, decoder and data consistency only) is measured by the injection
+# ablation of the study instead. Guidance settings are skipped once they have no effect.
 SEARCH: Dict[str, list] = {
-    "injection_depth": [0, 1, 2, 3, "all-1", "all"],
+    "injection_depth": [0, 1, 2, 3, "all-1"],
     "guidance_strength": [0.0, 0.5, 1.0, 2.0],
     "decode": ["argmax", "soft"],
     "dc_latent_weight": [0.1, 1.0],
@@ -93,18 +95,24 @@ def main(argv=None) -> None:
         best = {k: v for k, v in start.items() if k in set(SEARCH) | set(INPAINT_SEARCH)}
         best["base"] = "default"
         search = dict(SEARCH, **(INPAINT_SEARCH if task.startswith("inpaint") else {}))
+        best_score = None
         for key, values in search.items():
             if _moot(key, best, prior.num_scales):
                 print(f"{task}: {key} skipped (no effect with {best})", flush=True)
                 continue
             scores = {}
-            values = list(dict.fromkeys(_candidate(v, prior.num_scales) for v in values))
+            if best_score is not None:  # the current value competes with the candidates
+                scores[best[key]] = best_score
+            values = [v for v in dict.fromkeys(_candidate(v, prior.num_scales) for v in values) if v not in scores]
+            if key == "injection_depth":
+                values = [v for v in values if v < prior.num_scales]
             for v in tqdm(values, desc=f"{task}: {key}", leave=False):
                 trial = dict(best, **{key: v})
                 r = evaluate(prior, x, labels, task, trial)
                 scores[v] = r["psnr"]
                 rows.append({"task": task, "swept": key, "value": v, **{k: trial[k] for k in trial if k != "base"}, **r})
             best[key] = max(scores, key=scores.get)
+            best_score = scores[best[key]]
             print(f"{task}: {key} -> {best[key]} ({scores[best[key]]:.2f} dB; tried {scores})", flush=True)
         chosen[task] = {k: v for k, v in best.items() if k != "base"}
     df = pd.DataFrame(rows)
