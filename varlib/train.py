@@ -340,6 +340,7 @@ def class_unigram_nll(train_maps: torch.Tensor, train_labels: torch.Tensor, val_
     return fit_and_score(train_maps, train_labels, val_maps, val_labels, beta), beta
 
 
+@torch.no_grad()  # without it every batch's graph stays alive through the running sums
 def evaluate_transformer(prior: Prior, out: Path, batch: int = 50) -> Dict:
     """Teacher-forced NLL / top-1 accuracy per scale on held-out tokens, beside two baselines:
     unigram (per-scale code frequencies of the training split) and "copy the coarser scale"
