@@ -889,8 +889,8 @@ def gallery_figure(df: pd.DataFrame, params: Mapping[str, Any], rows: str = "tas
                 ax.set_facecolor("0.93")
             else:
                 ax.imshow(arr, interpolation="nearest")
-            if r == 0:
-                ax.set_title(title, fontsize=9, fontweight="bold")
+            if r == 0:  # long labels ("var-reference +labels") break before their suffix instead of overlapping
+                ax.set_title(title.replace(" +", "\n+") if len(title) > 14 else title, fontsize=9, fontweight="bold")
             if p is not None and not pd.isna(p):
                 ax.set_xlabel(f"{float(p):.2f} dB", fontsize=8, labelpad=2)
             elif c == 1 and t == "sr4":
