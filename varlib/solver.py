@@ -219,21 +219,21 @@ def refine_logits(prior: Prior, logits: torch.Tensor, f_hat: torch.Tensor, si: i
     return z.detach(), evals
 
 
-def soft_codes(prior: Prior, logits: torch.Tensor, temperature: float, mask: Optional[torch.Tensor],
-               init_tokens: Optional[torch.Tensor], repeats: int) -> torch.Tensor:
+def soft_codes(prior: Prior, logits: torch.Tensor, temperature: float, tokens: torch.Tensor,
+               mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Expected code embedding under ``softmax(logits / temperature)``: (B, l, V) -> (B, Cvae, pn, pn).
 
     The posterior-mean code of each cell rather than one draw: where the transformer is unsure, its
     candidates' embeddings average towards a small residual instead of committing a confident wrong
-    one. Cells selected by a partial-injection ``mask`` keep the initial estimate's code.
+    one. Cells selected by a partial-injection ``mask`` (B, pn, pn) keep the code of their (injected)
+    ``tokens`` (B, pn, pn).
     """
     codebook = prior.tokenizer.quantize.embedding.weight
     B, l, V = logits.shape
     pn = int(math.isqrt(l))
     codes = torch.softmax(logits.float() / max(temperature, 1e-6), dim=-1) @ codebook
     if mask is not None:
-        given = codebook[init_tokens.repeat(repeats, 1, 1).view(B, l)]
-        codes = torch.where(mask.reshape(B, l, 1), given, codes)
+        codes = torch.where(mask.reshape(B, l, 1), codebook[tokens.reshape(B, l)], codes)
     return codes.transpose(1, 2).reshape(B, -1, pn, pn)
 
 
@@ -363,21 +363,16 @@ def _solve(y: torch.Tensor, operator, prior: Prior, settings: Union[str, Dict[st
             else:
                 logits, ev = refine_logits(prior, logits, st.f_hat, si, yS, operator, s, generator, st.ratio)
                 decoder_evals += ev
-                if s["decode"] == "soft":
-                    codes = soft_codes(prior, logits, float(s["temperature"]), mask, init_tokens[si] if mask is not None else None, S)
-                    tokens = logits.argmax(-1)
-                elif s["decode"] == "argmax":
-                    tokens = logits.argmax(-1)
-                else:
+                if s["decode"] == "sample":
                     tokens = sample_tokens(logits, s["top_k"], s["top_p"], s["temperature"], generator)
+                else:  # argmax; with "soft" the argmax tokens are only the scale's record
+                    tokens = logits.argmax(-1)
                 tokens = tokens.view(B * S, st.patch_num, st.patch_num)
                 if mask is not None:
                     tokens = torch.where(mask, init_tokens[si].repeat(S, 1, 1), tokens)
-            if codes is None:
-                st.commit(tokens)
-            else:
-                st.tokens.append(tokens.long())  # argmax tokens for the record; the code map is what is committed
-                st.commit_codes(codes)
+                if s["decode"] == "soft":
+                    codes = soft_codes(prior, logits, float(s["temperature"]), tokens, mask)
+            st.commit(tokens, codes)
             if s["track_residual"]:
                 residuals.append(float(_residual(prior.fhat_to_image(st.f_hat), yS, operator).mean()))
                 decoder_evals += 1

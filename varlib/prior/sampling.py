@@ -136,12 +136,16 @@ class ScaleStepper:
         t = self.cfg * self.ratio
         return (1 + t) * raw[: self.B] - t * raw[self.B:]
 
-    def commit(self, tokens: torch.Tensor) -> None:
-        """Fix the current scale's tokens (B, pn, pn) or (B, pn*pn) and advance."""
+    def commit(self, tokens: torch.Tensor, codes: Optional[torch.Tensor] = None) -> None:
+        """Fix the current scale's tokens (B, pn, pn) or (B, pn*pn) and advance.
+
+        ``codes`` (B, Cvae, pn, pn), when given, is the code map the scale advances with instead of the
+        tokens' embeddings (e.g. expected codes); the tokens are then kept as the scale's record."""
         pn = self.patch_num
         tokens = tokens.reshape(self.B, pn, pn).long()
         self.tokens.append(tokens)
-        codes = self.quant.embedding(tokens).permute(0, 3, 1, 2)
+        if codes is None:
+            codes = self.quant.embedding(tokens).permute(0, 3, 1, 2)
         self.commit_codes(codes)
 
     def commit_codes(self, codes: torch.Tensor) -> None:
