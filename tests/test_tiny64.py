@@ -81,3 +81,46 @@ def test_two_step_training_runs_and_resumes(tmp_path):
     assert tokens["tokens"].shape == (64, sum(p * p for p in (1, 2, 4, 8, 16)))
     main(["transformer", "--steps", "2", *common])
     assert torch.load(out / "transformer_ckpt.pt", weights_only=False)["step"] == 2
+
+
+@needs_data
+def test_decoder_finetuning_improves_fit_and_keeps_tokens(tmp_path):
+    """The decoder stage trains only the decoder: the encoder, codebook and token maps stay valid, and
+    the reconstruction of the (small) training set improves; it resumes from its checkpoint."""
+    from varlib.train import load_tokenizer_from_ckpt, load_train_images, main, split_tokens
+    from varlib.prior.configs import named_config
+    out = tmp_path / "run"
+    out.mkdir()
+    shipped = load_prior("tiny64")
+    torch.save({"model": shipped.tokenizer.state_dict(), "step": 3000}, out / "tokenizer_ckpt.pt")
+    common = ["--out", str(out), "--config", "tiny64", "--shards", "0", "--limit", "32", "--batch", "8"]
+    main(["tokenize", *common])
+    tokens = torch.from_numpy(np.load(out / "tokens_train.npz")["tokens"].astype(np.int64))
+    images, _ = load_train_images([0], 32)
+    x = images.float().div(255) * 2 - 1
+    cfg = named_config("tiny64")
+
+    def train_mse(prior):
+        with torch.no_grad():
+            f_hat = prior.tokenizer.quantize.tokens_to_fhat(split_tokens(tokens, cfg.tokenizer.patch_nums))
+            return float((prior.tokenizer.fhat_to_img(f_hat) - x).pow(2).mean())
+
+    before = load_tokenizer_from_ckpt(out, cfg)
+    mse0 = train_mse(before)
+    main(["decoder", "--steps", "30", "--lr", "1e-4", *common])
+    main(["decoder", "--steps", "60", "--lr", "1e-4", *common])  # resumes: thirty more steps
+    ck = torch.load(out / "decoder_ckpt.pt", weights_only=False)
+    assert ck["step"] == 60
+    assert all(k.startswith(("decoder.", "post_quant_conv.")) for k in ck["model"])
+    rows = (out / "decoder_log.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(s) for s in range(10, 61, 10)]
+    after = load_tokenizer_from_ckpt(out, cfg)
+    assert train_mse(after) < 0.95 * mse0, (train_mse(after), mse0)
+    old = dict(before.tokenizer.named_parameters())
+    for name, p in after.tokenizer.named_parameters():  # only the decoder moved
+        if not name.startswith(("decoder.", "post_quant_conv.")):
+            assert torch.equal(p, old[name]), f"{name} changed during decoder fine-tuning"
+    with torch.no_grad():  # same encoding before and after (fp32 here; `tokenize` uses bf16 autocast)
+        toks_before, toks_after = (torch.cat([t.flatten(1) for t in p.tokenizer.img_to_tokens(x)], 1)
+                                   for p in (before, after))
+    assert torch.equal(toks_before, toks_after), "decoder fine-tuning must not change the token maps"

@@ -91,7 +91,12 @@ def coarse_to_fine_figure(prior: Prior, metrics: Dict, out: Path) -> None:
 def training_curves_figure(run: Path, out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     tl = pd.read_csv(run / "tokenizer_log.csv")
-    axes[0].plot(tl["elapsed_s"] / 60, tl["psnr"].rolling(10, min_periods=1).mean())
+    axes[0].plot(tl["elapsed_s"] / 60, tl["psnr"].rolling(10, min_periods=1).mean(), label="tokenizer")
+    if (run / "decoder_log.csv").exists():  # the decoder stage continues where the tokenizer stopped
+        dl = pd.read_csv(run / "decoder_log.csv")
+        axes[0].plot((tl["elapsed_s"].max() + dl["elapsed_s"]) / 60, dl["psnr"].rolling(10, min_periods=1).mean(),
+                     label="decoder fine-tuning (frozen tokens)")
+        axes[0].legend(fontsize=7)
     axes[0].set_xlabel("wall time (min, 2-core CPU)"); axes[0].set_ylabel("train-batch PSNR (dB), 10-pt mean")
     axes[0].set_title("tokenizer", fontsize=9); axes[0].grid(alpha=0.3)
     if (run / "transformer_log.csv").exists():
