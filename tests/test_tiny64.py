@@ -81,6 +81,15 @@ def test_two_step_training_runs_and_resumes(tmp_path):
     assert tokens["tokens"].shape == (64, sum(p * p for p in (1, 2, 4, 8, 16)))
     main(["transformer", "--steps", "2", *common])
     assert torch.load(out / "transformer_ckpt.pt", weights_only=False)["step"] == 2
+    # the small copy for training the transformer elsewhere: no optimizer state, same token maps
+    packed = tmp_path / "packed"
+    main(["pack", "--dest", str(packed), *common])
+    assert "opt" not in torch.load(packed / "tokenizer_ckpt.pt", weights_only=False)
+    assert np.array_equal(np.load(packed / "tokens_train.npz")["tokens"], tokens["tokens"])
+    assert (packed / "tokenizer_ckpt.pt").stat().st_size < (out / "tokenizer_ckpt.pt").stat().st_size
+    main(["transformer", "--steps", "2", "--device", "cpu", "--out", str(packed), "--config", "tiny64",
+          "--batch", "8"])
+    assert torch.load(packed / "transformer_ckpt.pt", weights_only=False)["step"] == 2
 
 
 @needs_data

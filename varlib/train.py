@@ -7,6 +7,8 @@
     python -m varlib.train transformer --out runs/tiny64 --steps 1500
     python -m varlib.train evaluate --out runs/tiny64
     python -m varlib.train export --out runs/tiny64 --dest varlib/weights/tiny64
+    python -m varlib.train pack --out runs/tiny64 --dest runs/gpu   # small copy to train the transformer elsewhere
+    python -m varlib.train transformer --out runs/gpu --device cuda --batch 256 --steps 4000
     python -m varlib.train diffusion --out runs/diffusion64 --steps 3000 --export   # the diffusion prior
 
 Every stage is seeded, resumable (re-running continues from the last checkpoint in ``--out``),
@@ -306,10 +308,14 @@ def train_decoder(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: 
 
 # -- stage 3: transformer ------------------------------------------------------------------------------
 def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
-                      ckpt_every: int = 100, bf16: bool = True, label_smoothing: float = 0.0) -> Path:
+                      ckpt_every: int = 100, bf16: bool = True, label_smoothing: float = 0.0,
+                      device: str = "cpu") -> Path:
+    """Next-scale transformer on the stored token maps (``tokens_train.npz``); ``device`` may be "cuda"
+    (only the token maps and the tokenizer checkpoint are needed, no images)."""
     ckpt_path = out / "transformer_ckpt.pt"
     torch.manual_seed(seed)
-    prior = load_tokenizer_from_ckpt(out, cfg)
+    dev = torch.device(device)
+    prior = load_tokenizer_from_ckpt(out, cfg).to(dev)
     tr = prior.transformer.train()
     decay = [p for n, p in tr.named_parameters() if p.ndim >= 2 and "emb" not in n and "pos" not in n]
     no_decay = [p for n, p in tr.named_parameters() if not (p.ndim >= 2 and "emb" not in n and "pos" not in n)]
@@ -329,12 +335,12 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
     while step < steps:
         idx = batch_indices(len(tokens), step, batch, seed)
         torch.manual_seed(seed * 7919 + step)  # class dropout draws
-        seq, lab = tokens[idx], labels[idx]
+        seq, lab = tokens[idx].to(dev), labels[idx].to(dev)
         with torch.no_grad():
             x_in = q.tokens_to_teacher_input(split_tokens(seq, pn))
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup=min(200, steps // 10 + 1))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             logits = tr(lab, x_in)
         loss = F.cross_entropy(logits.float().reshape(-1, tr.V), seq.reshape(-1), label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
@@ -353,6 +359,22 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
                           "elapsed": elapsed0 + time.time() - t0}, ckpt_path)
     bar.close()
     return ckpt_path
+
+
+def pack_for_transfer(out: Path, dest: Path) -> Path:
+    """Copy what the transformer stage needs, as small as it goes, to ``dest``: the tokenizer (and
+    fine-tuned decoder) checkpoints without optimizer state, and the token maps compressed. For
+    training the transformer on another machine (a GPU call carries at most 64 MiB)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer_ckpt.pt", "decoder_ckpt.pt"):
+        if (out / name).exists():
+            ck = torch.load(out / name, map_location="cpu", weights_only=False)
+            _atomic_save({k: v for k, v in ck.items() if k != "opt"}, dest / name)
+    data = np.load(out / "tokens_train.npz")
+    tmp = dest / "tokens_train.tmp.npz"
+    np.savez_compressed(tmp, **{k: data[k] for k in data.files})
+    os.replace(tmp, dest / "tokens_train.npz")
+    return dest
 
 
 def assemble_prior(out: Path, cfg: PriorConfig) -> Prior:
@@ -588,7 +610,7 @@ def main(argv=None) -> None:
         return diffusion_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m varlib.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["tokenizer", "tokenize", "decoder", "transformer", "evaluate", "export", "all"],
+    ap.add_argument("stage", choices=["tokenizer", "tokenize", "decoder", "transformer", "evaluate", "export", "pack", "all"],
                     help="stage of the VAR prior; `python -m varlib.train diffusion --help` for the diffusion prior")
     ap.add_argument("--out", default="runs/tiny64", help="run directory (checkpoints, logs, tokens)")
     ap.add_argument("--config", default="tiny64")
@@ -604,7 +626,8 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training images (tests)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-bf16", action="store_true")
-    ap.add_argument("--dest", default=None, help="export directory (default varlib/weights/<config>)")
+    ap.add_argument("--device", default="cpu", help="device of the transformer stage (e.g. cuda)")
+    ap.add_argument("--dest", default=None, help="export directory (default varlib/weights/<config>); pack: its target")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -625,9 +648,13 @@ def main(argv=None) -> None:
     if a.stage in ("decoder", "all") and dec_steps > 0:
         train_decoder(out, cfg, dec_steps, a.batch, a.lr or 6e-4, a.seed, shards, a.limit, bf16=bf16)
     if a.stage in ("transformer", "all"):
-        train_transformer(out, cfg, tr_steps, a.batch, a.lr or 1e-3, a.seed, bf16=bf16)
+        train_transformer(out, cfg, tr_steps, a.batch, a.lr or 1e-3, a.seed, bf16=bf16, device=a.device)
     if a.stage in ("evaluate", "all"):
         print(json.dumps(evaluate(out, cfg), indent=1))
+    if a.stage == "pack":
+        if not a.dest:
+            raise SystemExit("pack needs --dest, the folder to write the small copy to")
+        print("packed to", pack_for_transfer(out, Path(a.dest)))
     if a.stage in ("export", "all"):
         dest = Path(a.dest) if a.dest else Path(__file__).resolve().parent / "weights" / cfg.name
         print("exported to", export(out, cfg, dest))
