@@ -25,7 +25,7 @@ help:
 	@echo "make benchmark | ablation-injection | ablation-guidance | runtime | report-notebook"
 	@echo "                      one study notebook (PARAMS=...); make report: HTML in results/<run>/html"
 	@echo "make screenshots      PNG screenshots of the HTML reports (headless chromium)"
-	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2 h)"
+	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2.3 h)"
 	@echo "make diffusion-prior  retrain the embedded diffusion prior (2-core CPU, ~1 h; DIFFUSION_STEPS=...)"
 	@echo "make diffusion-report its samples and held-out denoising figures (results/prior/diffusion_*)"
 	@echo "make figures          operators figure + both priors' figures (results/figures, results/prior)"

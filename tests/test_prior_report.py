@@ -36,3 +36,14 @@ def test_tradeoff_table_joins_trained_runs_without_remeasuring(tmp_path):
     assert np.isnan(df.set_index("schedule").loc[names[0], "margin_per_token"])
     assert (tmp_path / "schedule_tradeoff.png").stat().st_size > 10_000
     assert "margin_per_token" in (tmp_path / "schedule_tradeoff.md").read_text()
+
+
+def test_samples_grid_shows_each_class_as_a_block():
+    from varlib.prior_report import class_block_order
+    n_classes, per_class, rows = 8, 4, 2
+    order = class_block_order(n_classes, per_class)
+    assert sorted(order.tolist()) == list(range(n_classes * per_class))
+    ncol = n_classes * per_class // rows
+    for pos, sample in enumerate(order.tolist()):  # the grid fills row by row
+        r, c = divmod(pos, ncol)
+        assert sample // per_class == c // (per_class // rows), (r, c, sample)

@@ -45,6 +45,14 @@ def _grid(ax, images: torch.Tensor, nrow: int) -> None:
     ax.set_xticks([]); ax.set_yticks([])
 
 
+def class_block_order(num_classes: int, per_class: int) -> torch.Tensor:
+    """Permutation of class-major samples (``per_class`` consecutive per class) such that a row-major
+    grid of 2 rows shows each class as a block of ``per_class // 2`` columns x 2 rows, classes left
+    to right."""
+    cols = per_class // 2
+    return torch.tensor([k * per_class + r * cols + j for r in range(2) for k in range(num_classes) for j in range(cols)])
+
+
 def reconstructions_figure(prior: Prior, out: Path, n: int = 8) -> None:
     from .data import read_tinyimagenet
     from .train import psnr_batch
@@ -140,19 +148,21 @@ def samples_figure(prior: Prior, out: Path, classes: Optional[List[int]] = None,
     except Exception:
         names = [str(i) for i in range(prior.num_classes)]
     classes = classes or [0, 20, 50, 80, 110, 140, 170, 190]
+    cols = per_class // 2
+    order = class_block_order(len(classes), per_class)
     fig, axes = plt.subplots(len(cfgs) + 1, 1, figsize=(1.0 * per_class * len(classes) / 2 + 1, 2.3 * (len(cfgs) + 1)))
     for row, cfg in enumerate(cfgs):
         g = torch.Generator().manual_seed(seed)
         labels = torch.tensor(classes).repeat_interleave(per_class)
         imgs = prior.sample(labels, cfg=cfg, top_k=0, top_p=0.95, generator=g)
-        _grid(axes[row], imgs, nrow=2)
+        _grid(axes[row], imgs[order], nrow=2)
         axes[row].set_title(f"class-conditional, cfg = {cfg} (columns grouped by class: "
                             + ", ".join(names[c] for c in classes) + ")", fontsize=7)
     g = torch.Generator().manual_seed(seed)
     imgs = prior.sample(torch.full((per_class * len(classes),), -1), cfg=0.0, top_p=0.95, generator=g)
     _grid(axes[-1], imgs, nrow=2)
     axes[-1].set_title("class-agnostic (null class)", fontsize=7)
-    fig.suptitle(f"{prior.name} samples (top-p 0.95, seed {seed}); each class fills {per_class // 2} columns x 2 rows", fontsize=8)
+    fig.suptitle(f"{prior.name} samples (top-p 0.95, seed {seed}); each class fills {cols} columns x 2 rows", fontsize=8)
     _save(fig, out, "samples")
 
 
