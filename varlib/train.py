@@ -198,10 +198,9 @@ def load_tokenizer_from_ckpt(out: Path, cfg: PriorConfig) -> Prior:
     for key in [k for k in state if k.endswith("ema_vocab_hit_SV")]:
         if state[key].shape != own[key].shape:
             state[key] = own[key]
+    if (out / "decoder_ckpt.pt").exists():  # the fine-tuned decoder (stage `decoder`) replaces its part
+        state.update(torch.load(out / "decoder_ckpt.pt", map_location="cpu", weights_only=False)["model"])
     prior.tokenizer.load_state_dict(state)
-    if (out / "decoder_ckpt.pt").exists():  # the fine-tuned decoder (stage `decoder`), when there is one
-        dec = torch.load(out / "decoder_ckpt.pt", map_location="cpu", weights_only=False)
-        prior.tokenizer.load_state_dict(dec["model"], strict=False)
     prior.tokenizer.eval()
     return prior
 
