@@ -15,7 +15,7 @@ ifeq ($(origin VARLIB_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: all test venv prior diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
+.PHONY: all test venv prior prior-gpu diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
 .DEFAULT_GOAL := help
 
 help:
@@ -26,6 +26,7 @@ help:
 	@echo "                      one study notebook (PARAMS=...); make report: HTML in results/<run>/html"
 	@echo "make screenshots      PNG screenshots of the HTML reports (headless chromium)"
 	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2.3 h)"
+	@echo "make prior-gpu        tiny64-gpu: tiny64's tokenizer + a transformer trained on a CUDA device (~6 min)"
 	@echo "make diffusion-prior  retrain the embedded diffusion prior (2-core CPU, ~1 h; DIFFUSION_STEPS=...)"
 	@echo "make diffusion-report its samples and held-out denoising figures (results/prior/diffusion_*)"
 	@echo "make figures          operators figure + both priors' figures (results/figures, results/prior)"
@@ -53,6 +54,15 @@ test: $(VENV)/.stamp
 # -- the embedded prior -----------------------------------------------------------------------------
 prior: $(VENV)/.stamp
 	$(PY) -m varlib.train all --out runs/tiny64
+
+# the GPU recipe: tiny64's tokenizer side (runs/tiny64, from `make prior`), the transformer trained on
+# one CUDA device (6 min on an H200), then evaluated on CPU and exported to varlib/weights/tiny64-gpu
+GPU_RUN ?= runs/tiny64-gpu
+prior-gpu: $(VENV)/.stamp
+	$(PY) -m varlib.train transformer --config tiny64-gpu --from runs/tiny64 --out $(GPU_RUN) \
+		--device cuda --batch 256 --steps 6176 --holdout 1000 --eval-every 500 --ckpt-every 100000
+	$(PY) -m varlib.train evaluate --config tiny64-gpu --out $(GPU_RUN)
+	$(PY) -m varlib.train export --config tiny64-gpu --out $(GPU_RUN)
 
 # the embedded diffusion prior for dps / diffpir (resumable; the shipped weights: see their model card)
 DIFFUSION_STEPS ?= 2600

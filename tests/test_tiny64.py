@@ -133,3 +133,57 @@ def test_decoder_finetuning_improves_fit_and_keeps_tokens(tmp_path):
         toks_before, toks_after = (torch.cat([t.flatten(1) for t in p.tokenizer.img_to_tokens(x)], 1)
                                    for p in (before, after))
     assert torch.equal(toks_before, toks_after), "decoder fine-tuning must not change the token maps"
+
+
+@needs_data
+def test_holdout_keeps_best_state_and_from_seeds_the_run(tmp_path):
+    """The GPU recipe's options, on CPU: --from copies the tokenizer side of a run, --holdout keeps random
+    training maps out and stores the best state, which assembling and evaluation then use."""
+    from varlib.train import assemble_prior, main, transformer_ckpt_path
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save({"model": load_prior("tiny64").tokenizer.state_dict(), "step": 3000}, src / "tokenizer_ckpt.pt")
+    main(["tokenize", "--out", str(src), "--config", "tiny64", "--shards", "0", "--limit", "48"])
+    out = tmp_path / "gpu"
+    common = ["--out", str(out), "--config", "tiny64-gpu", "--batch", "8"]
+    with pytest.raises(ValueError, match="holdout=40 must be between 1 and half"):
+        main(["transformer", "--from", str(src), "--steps", "2", "--holdout", "40", *common])
+    assert np.array_equal(np.load(out / "tokens_train.npz")["tokens"], np.load(src / "tokens_train.npz")["tokens"])
+    main(["transformer", "--steps", "6", "--holdout", "8", "--eval-every", "2", *common])
+    evals = (out / "transformer_eval.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in evals[1:]] == ["2", "4", "6"]
+    nll = [float(r.split(",")[2]) for r in evals[1:]]
+    best = torch.load(out / "transformer_best.pt", weights_only=False)
+    assert best["step"] == 2 + 2 * int(np.argmin(nll)) and abs(best["holdout_nll"] - min(nll)) < 1e-3
+    assert best["holdout"] == 8 and best["batch"] == 8 and best["device"] == "cpu"
+    assert all(v.dtype == torch.float16 for v in best["model"].values() if v.is_floating_point())
+    assert transformer_ckpt_path(out).name == "transformer_best.pt"
+    prior = assemble_prior(out, load_prior("tiny64").config)
+    w = prior.transformer.head.weight
+    assert w.dtype == torch.float32 and torch.allclose(w, best["model"]["head.weight"].float())
+
+
+def test_missing_source_run_is_explained(tmp_path):
+    from varlib.train import main
+    with pytest.raises(FileNotFoundError, match="tokenizer_ckpt.pt, tokens_train.npz missing.*make prior"):
+        main(["transformer", "--from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--steps", "1"])
+
+
+GPU_WEIGHTS = PACKAGE_WEIGHTS / "tiny64-gpu"
+
+
+@pytest.mark.skipif(not GPU_WEIGHTS.exists(), reason="tiny64-gpu is not exported (make prior-gpu needs a CUDA device)")
+def test_gpu_prior_shares_the_tokenizer_and_the_tuned_settings():
+    from varlib.solver import resolve_settings
+    total = sum(f.stat().st_size for f in GPU_WEIGHTS.iterdir())
+    assert total <= 25 * 2 ** 20, f"shipped prior is {total / 2**20:.1f} MiB > 25 MiB"
+    gpu, cpu = load_prior("tiny64-gpu"), load_prior("tiny64")
+    assert gpu.name == "tiny64-gpu"
+    for (k, a), b in zip(gpu.tokenizer.state_dict().items(), cpu.tokenizer.state_dict().values()):
+        if a.is_floating_point() and "ema_vocab_hit" not in k:
+            assert torch.equal(a, b), k
+    assert not torch.equal(gpu.transformer.head.weight, cpu.transformer.head.weight)
+    for task in ("inpaint_box", "sr4"):
+        assert resolve_settings("default", task, 5, "tiny64-gpu") == resolve_settings("default", task, 5, "tiny64")
+    card = (GPU_WEIGHTS / "MODEL_CARD.md").read_text()
+    assert "H200" in card and "over-fitted" in card

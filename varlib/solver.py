@@ -90,11 +90,18 @@ NAMED_SETTINGS: Dict[str, Dict[str, Any]] = {
 TUNED_SETTINGS_FILE = Path(__file__).resolve().parent / "tuned_settings.json"
 
 
+# priors that share another's tokenizer and architecture use its tuned settings unless tuned themselves
+TUNED_SETTINGS_FALLBACK = {"tiny64-gpu": "tiny64"}
+
+
 def task_defaults(prior_name: Optional[str], task: Optional[str]) -> Dict[str, Any]:
     if not TUNED_SETTINGS_FILE.exists() or task is None:
         return {}
     table = json.loads(TUNED_SETTINGS_FILE.read_text())
-    return dict(table.get(prior_name or "", {}).get(task, {}))
+    name = prior_name or ""
+    if name not in table:
+        name = TUNED_SETTINGS_FALLBACK.get(name, name)
+    return dict(table.get(name, {}).get(task, {}))
 
 
 def resolve_settings(settings: Union[str, Dict[str, Any], None] = "default", task: Optional[str] = None,

@@ -9,6 +9,8 @@
     python -m varlib.train export --out runs/tiny64 --dest varlib/weights/tiny64
     python -m varlib.train pack --out runs/tiny64 --dest runs/gpu   # small copy to train the transformer elsewhere
     python -m varlib.train transformer --out runs/gpu --device cuda --batch 256 --steps 4000
+    python -m varlib.train transformer --config tiny64-gpu --from runs/tiny64 --out runs/tiny64-gpu \
+        --device cuda --batch 256 --steps 6176 --holdout 1000 --eval-every 500   # the GPU recipe (make prior-gpu)
     python -m varlib.train diffusion --out runs/diffusion64 --steps 3000 --export   # the diffusion prior
 
 Every stage is seeded, resumable (re-running continues from the last checkpoint in ``--out``),
@@ -308,9 +310,16 @@ def train_decoder(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: 
 # -- stage 3: transformer ------------------------------------------------------------------------------
 def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                       ckpt_every: int = 100, bf16: bool = True, label_smoothing: float = 0.0,
-                      device: str = "cpu") -> Path:
+                      device: str = "cpu", minutes: Optional[float] = None, holdout: int = 0,
+                      eval_every: int = 500) -> Path:
     """Next-scale transformer on the stored token maps (``tokens_train.npz``); ``device`` may be "cuda"
-    (only the token maps and the tokenizer checkpoint are needed, no images)."""
+    (only the token maps and the tokenizer checkpoint are needed, no images).
+
+    ``minutes``: a wall-clock budget (for a GPU lease): the pace of steps 20-70 fixes the step
+    count (printed and logged; ``--steps`` with that count reproduces the run). ``holdout``: a seeded random
+    ``holdout`` of the training images is kept out and scored (teacher-forced NLL) every ``eval_every``
+    steps into ``transformer_eval.csv``; the best state so far goes to ``transformer_best.pt`` (fp16
+    weights only), so a long run can stop early without touching ``tinyimagenet-val``."""
     ckpt_path = out / "transformer_ckpt.pt"
     torch.manual_seed(seed)
     dev = torch.device(device)
@@ -325,13 +334,33 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
         return ckpt_path
     data = np.load(out / "tokens_train.npz")
     tokens = torch.from_numpy(data["tokens"].astype(np.int64))
-    labels = torch.from_numpy(data["labels"])
+    labels = torch.from_numpy(data["labels"].astype(np.int64))
+    if holdout:
+        if not 0 < holdout < len(tokens) // 2:
+            raise ValueError(f"holdout={holdout} must be between 1 and half the {len(tokens)} training maps")
+        # the maps are stored class by class: a seeded random subset covers the classes
+        perm = torch.from_numpy(np.random.default_rng(seed + 12345).permutation(len(tokens)))
+        kept = perm[holdout:].sort().values
+        ho_tokens, ho_labels = tokens[perm[:holdout]].to(dev), labels[perm[:holdout]].to(dev)
+        tokens, labels = tokens[kept], labels[kept]
+        eval_log = CsvLog(out / "transformer_eval.csv", ["step", "elapsed_s", "holdout_nll"])
     pn = cfg.tokenizer.patch_nums
     log = CsvLog(out / "transformer_log.csv", ["step", "elapsed_s", "lr", "loss", "acc"])
     t0 = time.time()
     bar = tqdm(total=steps, initial=step, desc="transformer", unit="step")
     q = prior.tokenizer.quantize
+    best = float("inf")
+    start_step = step
+    run_info = {"batch": batch, "lr": lr, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                "torch": torch.__version__}
     while step < steps:
+        if minutes is not None and step == start_step + 20:  # warm-up (e.g. CUDA start) is over
+            t_pace = time.time()
+        if minutes is not None and step == start_step + 70:  # the pace is known: fix the step count
+            pace = (time.time() - t_pace) / 50
+            steps = min(steps, step + int((minutes * 60 - (time.time() - t0)) / pace))
+            print(f"transformer: {pace:.3f} s/step, {minutes} min budget -> {steps} steps", flush=True)
+            bar.total = steps
         idx = batch_indices(len(tokens), step, batch, seed)
         torch.manual_seed(seed * 7919 + step)  # class dropout draws
         seq, lab = tokens[idx].to(dev), labels[idx].to(dev)
@@ -353,11 +382,35 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
                       loss=f"{loss.item():.4f}", acc=f"{acc:.4f}")
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
         bar.update(1)
+        if holdout and (step % eval_every == 0 or step == steps):
+            nll = holdout_nll(tr, q, ho_tokens, ho_labels, pn, bf16)
+            tr.train()
+            eval_log.write(step=step, elapsed_s=round(elapsed0 + time.time() - t0, 1), holdout_nll=f"{nll:.4f}")
+            if nll < best:
+                best = nll
+                _atomic_save({"model": {k: v.half().cpu() for k, v in tr.state_dict().items()}, "step": step,
+                              "holdout_nll": nll, "elapsed": elapsed0 + time.time() - t0, **run_info,
+                              "holdout": holdout}, out / "transformer_best.pt")
         if step % ckpt_every == 0 or step == steps:
             _atomic_save({"model": tr.state_dict(), "opt": opt.state_dict(), "step": step,
-                          "elapsed": elapsed0 + time.time() - t0}, ckpt_path)
+                          "elapsed": elapsed0 + time.time() - t0, **run_info}, ckpt_path)
     bar.close()
     return ckpt_path
+
+
+@torch.no_grad()
+def holdout_nll(tr, quantizer, tokens: torch.Tensor, labels: torch.Tensor, patch_nums, bf16: bool = True,
+                batch: int = 250) -> float:
+    """Mean teacher-forced NLL (nats per token) of the class-conditional transformer on ``tokens`` (N, L)."""
+    tr.eval()
+    total = 0.0
+    for i in range(0, len(tokens), batch):
+        seq, lab = tokens[i:i + batch], labels[i:i + batch]
+        x_in = quantizer.tokens_to_teacher_input(split_tokens(seq, patch_nums))
+        with torch.autocast(seq.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = tr(lab, x_in)
+        total += float(F.cross_entropy(logits.float().reshape(-1, tr.V), seq.reshape(-1), reduction="sum"))
+    return total / tokens.numel()
 
 
 def pack_for_transfer(out: Path, dest: Path) -> Path:
@@ -376,10 +429,30 @@ def pack_for_transfer(out: Path, dest: Path) -> Path:
     return dest
 
 
+def transformer_ckpt_path(out: Path) -> Path:
+    """The transformer state a run ships: the best held-out one when the run kept a holdout, else the last."""
+    best = out / "transformer_best.pt"
+    return best if best.exists() else out / "transformer_ckpt.pt"
+
+
+def seed_run(src: Path, out: Path) -> None:
+    """Copy the tokenizer side of run ``src`` (checkpoints and token maps) into ``out``, where missing."""
+    import shutil
+    need = ("tokenizer_ckpt.pt", "tokens_train.npz")
+    missing = [n for n in need if not (src / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"--from {src}: {', '.join(missing)} missing; run the tokenizer stages there first "
+                                "(make prior, or python -m varlib.train tokenizer/tokenize --out " + str(src) + ")")
+    for name in need + ("decoder_ckpt.pt", "tokens_val.npz"):
+        if (src / name).exists() and not (out / name).exists():
+            shutil.copyfile(src / name, out / f"{name}.tmp")
+            os.replace(out / f"{name}.tmp", out / name)
+
+
 def assemble_prior(out: Path, cfg: PriorConfig) -> Prior:
     prior = load_tokenizer_from_ckpt(out, cfg)
-    ck = torch.load(out / "transformer_ckpt.pt", map_location="cpu", weights_only=False)
-    prior.transformer.load_state_dict(ck["model"])
+    ck = torch.load(transformer_ckpt_path(out), map_location="cpu", weights_only=False)
+    prior.transformer.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
     prior.transformer.eval()
     return prior
 
@@ -511,10 +584,16 @@ def evaluate(out: Path, cfg: PriorConfig) -> Dict:
     prior = assemble_prior(out, cfg)
     metrics = {"tokenizer": evaluate_tokenizer(prior), "transformer": evaluate_transformer(prior, out),
                "sampling_cpu": time_sampling(prior)}
-    for stage in ("tokenizer", "transformer"):
-        ck = torch.load(out / f"{stage}_ckpt.pt", map_location="cpu", weights_only=False)
+    for stage, path in (("tokenizer", out / "tokenizer_ckpt.pt"), ("transformer", transformer_ckpt_path(out))):
+        ck = torch.load(path, map_location="cpu", weights_only=False)
         metrics[stage]["steps"] = ck["step"]
         metrics[stage]["train_wall_s"] = round(ck.get("elapsed", 0.0), 1)
+        for key in ("batch", "lr", "device", "torch", "holdout", "holdout_nll"):
+            if key in ck:
+                metrics[stage][key] = ck[key]
+    if transformer_ckpt_path(out).name == "transformer_best.pt" and (out / "transformer_log.csv").exists():
+        with open(out / "transformer_log.csv") as f:
+            metrics["transformer"]["steps_run"] = max(int(r["step"]) for r in csv.DictReader(f))
     if (out / "decoder_ckpt.pt").exists():
         ck = torch.load(out / "decoder_ckpt.pt", map_location="cpu", weights_only=False)
         metrics["tokenizer"]["decoder_finetune_steps"] = ck["step"]
@@ -558,15 +637,18 @@ def model_card(prior: Prior, metrics: Optional[Dict], dest: Path) -> str:
              f"{c.transformer.num_heads} heads, {c.transformer.num_classes} classes + null class.", ""]
     if metrics:
         tk, tr, sm = metrics["tokenizer"], metrics["transformer"], metrics.get("sampling_cpu", {})
-        lines += ["## Training (2-core CPU, bf16 autocast)", "",
+        where = "2-core CPU" if tr.get("device", "cpu") == "cpu" else f"2-core CPU and one {tr['device']}"
+        lines += [f"## Training ({where}, bf16 autocast)", "",
                   f"- Tokenizer: {tk['steps']} steps of batch 32, AdamW lr 1e-3 cosine to 1e-4, L1 + L2 + VQ loss, "
                   f"dead-code restarts every 100 steps; {tk['train_wall_s'] / 60:.0f} min wall.",
                   *([f"- Decoder fine-tuning on the frozen token maps: {tk['decoder_finetune_steps']} steps of batch 32, "
                      f"AdamW lr 6e-4 cosine to 6e-5, L1 + L2 loss; {tk['decoder_finetune_wall_s'] / 60:.0f} min wall "
                      "(encoder, codebook and tokens unchanged)."] if "decoder_finetune_steps" in tk else []),
-                  f"- Transformer: {tr['steps']} steps of batch 32, AdamW lr 1e-3 (warm-up, cosine), weight decay 0.05; "
-                  f"{tr['train_wall_s'] / 60:.0f} min wall.",
-                  f"- Hardware: {platform.processor() or platform.machine()}, 2 cores; torch {torch.__version__}.", "",
+                  *transformer_card_lines(tr),
+                  f"- Hardware: {platform.processor() or platform.machine()}, 2 cores"
+                  + f", torch {torch.__version__}"
+                  + (f" (tokenizer); transformer on one {tr['device']}, torch {tr.get('torch', '?')}"
+                     if tr.get("device", "cpu") != "cpu" else "") + ".", "",
                   "## Metrics (held-out)", "",
                   f"- Tokenizer PSNR over all scales: **{tk['psnr']:.2f} dB** on {tk['val_images']} images "
                   f"(bicubic x4 down/up: {tk.get('bicubic_x4_psnr', float('nan')):.2f} dB, x2: "
@@ -596,10 +678,23 @@ def model_card(prior: Prior, metrics: Optional[Dict], dest: Path) -> str:
     return "\n".join(lines)
 
 
+def transformer_card_lines(tr: Dict) -> List[str]:
+    lr = tr.get("lr", 1e-3)
+    line = (f"- Transformer: {tr['steps']} steps of batch {tr.get('batch', 32)}, AdamW lr {lr:g} (warm-up, cosine), "
+            f"weight decay 0.05; {tr['train_wall_s'] / 60:.1f} min wall")
+    if "holdout" in tr:
+        line += (f", on {tr.get('device', 'cpu')}. Of a {tr.get('steps_run', tr['steps'])}-step run, the state with the "
+                 f"lowest NLL on {tr['holdout']} training images kept out of training ({tr['holdout_nll']:.3f} nats per "
+                 "token): later steps over-fitted")
+    return [line + "."]
+
+
 # -- command line -----------------------------------------------------------------------------------------
 RECIPES = {  # the CPU recipe that produced the shipped weights (steps chosen from measured 2-core speeds)
     "tiny64": dict(tokenizer_steps=3000, decoder_steps=1500, transformer_steps=2800, batch=32),
 }
+# The GPU recipe of tiny64-gpu is `make prior-gpu`: tiny64's tokenizer, decoder and token maps, then the
+# transformer stage with --device cuda --batch 256 --steps 6176 --holdout 1000 (6 min on an H200).
 
 
 def main(argv=None) -> None:
@@ -626,7 +721,16 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--device", default="cpu", help="device of the transformer stage (e.g. cuda)")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="transformer: wall budget; the pace of steps 20-70 fixes the step count")
+    ap.add_argument("--holdout", type=int, default=0,
+                    help="transformer: keep N random training maps out, score them every --eval-every steps, "
+                         "keep the best state in transformer_best.pt")
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--ckpt-every", type=int, default=100, help="transformer: steps between resumable checkpoints")
     ap.add_argument("--dest", default=None, help="export directory (default varlib/weights/<config>); pack: its target")
+    ap.add_argument("--from", dest="from_run", default=None,
+                    help="start --out from another run's tokenizer, decoder and token maps (e.g. the GPU recipe)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -634,6 +738,8 @@ def main(argv=None) -> None:
     recipe = RECIPES.get(a.config, dict(tokenizer_steps=200, decoder_steps=0, transformer_steps=200, batch=a.batch))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.from_run:
+        seed_run(Path(a.from_run), out)
     shards = [int(s) for s in a.shards.split(",")] if a.shards else None
     tok_steps = a.tokenizer_steps or (a.steps if a.stage == "tokenizer" else None) or recipe["tokenizer_steps"]
     tr_steps = a.transformer_steps or (a.steps if a.stage == "transformer" else None) or recipe["transformer_steps"]
@@ -647,7 +753,9 @@ def main(argv=None) -> None:
     if a.stage in ("decoder", "all") and dec_steps > 0:
         train_decoder(out, cfg, dec_steps, a.batch, a.lr or 6e-4, a.seed, shards, a.limit, bf16=bf16)
     if a.stage in ("transformer", "all"):
-        train_transformer(out, cfg, tr_steps, a.batch, a.lr or 1e-3, a.seed, bf16=bf16, device=a.device)
+        train_transformer(out, cfg, tr_steps, a.batch, a.lr or 1e-3, a.seed, bf16=bf16, device=a.device,
+                          minutes=a.minutes, holdout=a.holdout, eval_every=a.eval_every,
+                          ckpt_every=a.ckpt_every)
     if a.stage in ("evaluate", "all"):
         print(json.dumps(evaluate(out, cfg), indent=1))
     if a.stage == "pack":

@@ -49,6 +49,13 @@ def tiny64_config() -> PriorConfig:
     return _make("tiny64", 64, tok, depth=6, width=256, heads=4, num_classes=202)
 
 
+def tiny64_gpu_config() -> PriorConfig:
+    """tiny64's architecture and tokenizer with a transformer trained longer on a GPU (``make prior-gpu``)."""
+    cfg = tiny64_config()
+    cfg.name = "tiny64-gpu"
+    return cfg
+
+
 def test_config(patch_nums=(1, 2, 4), image_size: int = 16) -> PriorConfig:
     """A very small model for unit tests (random weights)."""
     tok = TokenizerConfig(vocab_size=64, Cvae=8, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1,
@@ -62,10 +69,12 @@ def named_config(name: str) -> PriorConfig:
         return official_config(int(name[5:]))
     if name == "tiny64":
         return tiny64_config()
+    if name == "tiny64-gpu":
+        return tiny64_gpu_config()
     if name == "test":
         return test_config()
     raise ValueError(f"unknown prior name {name!r}; known: " + ", ".join(KNOWN_PRIORS)
                      + " (or a directory holding checkpoint files)")
 
 
-KNOWN_PRIORS = tuple(f"var-d{d}" for d in OFFICIAL_DEPTHS) + ("tiny64", "test")
+KNOWN_PRIORS = tuple(f"var-d{d}" for d in OFFICIAL_DEPTHS) + ("tiny64", "tiny64-gpu", "test")
