@@ -96,7 +96,8 @@ def coarse_to_fine_figure(prior: Prior, metrics: Dict, out: Path) -> None:
     _save(fig, out, "coarse_to_fine")
 
 
-def training_curves_figure(run: Path, out: Path) -> None:
+def training_curves_figure(run: Path, out: Path, transformer_device: str = "2-core CPU",
+                           shipped_step: Optional[int] = None) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     tl = pd.read_csv(run / "tokenizer_log.csv")
     axes[0].plot(tl["elapsed_s"] / 60, tl["psnr"].rolling(10, min_periods=1).mean(), label="tokenizer")
@@ -109,8 +110,17 @@ def training_curves_figure(run: Path, out: Path) -> None:
     axes[0].set_title("tokenizer", fontsize=9); axes[0].grid(alpha=0.3)
     if (run / "transformer_log.csv").exists():
         ml = pd.read_csv(run / "transformer_log.csv")
-        axes[1].plot(ml["elapsed_s"] / 60, ml["loss"].rolling(10, min_periods=1).mean())
-        axes[1].set_xlabel("wall time (min, 2-core CPU)"); axes[1].set_ylabel("train cross-entropy (nats/token)")
+        axes[1].plot(ml["elapsed_s"] / 60, ml["loss"].rolling(10, min_periods=1).mean(), label="training batches")
+        if (run / "transformer_eval.csv").exists():  # a run with a holdout (the GPU recipe)
+            ev = pd.read_csv(run / "transformer_eval.csv")
+            # the shipped state's step (the log's 4 decimals can tie); else the lowest logged NLL
+            hit = ev[ev["step"] == shipped_step]
+            best = hit.iloc[0] if len(hit) else ev.loc[ev["holdout_nll"].idxmin()]
+            axes[1].plot(ev["elapsed_s"] / 60, ev["holdout_nll"], "o-", ms=3, label="held-out training maps")
+            axes[1].plot(best["elapsed_s"] / 60, best["holdout_nll"], "k*", ms=10,
+                         label=f"shipped state (step {int(best['step'])})")
+            axes[1].legend(fontsize=7)
+        axes[1].set_xlabel(f"wall time (min, {transformer_device})"); axes[1].set_ylabel("cross-entropy (nats/token)")
         axes[1].set_title("transformer", fontsize=9); axes[1].grid(alpha=0.3)
     _save(fig, out, "training_curves")
 
@@ -313,7 +323,9 @@ def main(argv=None) -> None:
     reconstructions_figure(prior, out)
     coarse_to_fine_figure(prior, metrics, out)
     if run.exists():
-        training_curves_figure(run, out)
+        device = metrics.get("transformer", {}).get("device", "cpu")
+        training_curves_figure(run, out, "2-core CPU" if device == "cpu" else device,
+                               metrics.get("transformer", {}).get("steps"))
     nll_figure(metrics, out)
     samples_figure(prior, out)
     if a.tradeoff or a.tradeoff_from_table:
