@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -83,7 +83,8 @@ def time_model(name: str, cfg: float = 1.5, top_k: int = 900, top_p: float = 0.9
 
 
 def time_diffusion(image_size: int, tasks: Sequence[str], methods: Sequence[str] = ("diffpir", "dps"),
-                   device: str = "cpu", repeats: int = 1, seed: int = 0, **steps) -> List[Dict]:
+                   device: str = "cpu", repeats: int = 1, seed: int = 0, net: Optional[torch.nn.Module] = None,
+                   **steps) -> List[Dict]:
     """Wall time of the diffusion baselines on one image (batch 1) at ``image_size``, with a random-weight
     network of the pretrained one's architecture (deepinv's DiffUNet at 256 px, ADMUNet at 64 px): the
     cost does not depend on the weights. ``steps``: e.g. ``num_steps=`` (DPS) or ``max_iter=`` (DiffPIR)
@@ -95,12 +96,15 @@ def time_diffusion(image_size: int, tasks: Sequence[str], methods: Sequence[str]
 
     dev = torch.device(device)
     torch.manual_seed(seed)
-    if image_size <= 64:
+    conditional = net is None and image_size <= 64
+    if net is not None:  # any deepinv-style denoiser net(x, sigma), e.g. for tests
+        name = type(net).__name__
+    elif image_size <= 64:
         net, name = dinv.models.ADMUNet(img_resolution=64, label_dim=1000, pretrained=None), "adm-imagenet64"
     else:
         net, name = dinv.models.DiffUNet(large_model=True, pretrained=None), "diffunet-256"
     net = net.eval().to(dev)
-    den = baselines.EvalCounter(net, conditional=image_size <= 64)
+    den = baselines.EvalCounter(net, conditional=conditional)
     n_params = sum(p.numel() for p in net.parameters())
     x = torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
     rows = []
