@@ -15,7 +15,7 @@ ifeq ($(origin VARLIB_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: all test venv prior prior-gpu diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
+.PHONY: all test venv prior prior-gpu prior-report-gpu diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
 .DEFAULT_GOAL := help
 
 help:
@@ -63,6 +63,10 @@ prior-gpu: $(VENV)/.stamp
 		--device cuda --batch 256 --steps 6176 --holdout 1000 --eval-every 500 --ckpt-every 100000
 	$(PY) -m varlib.train evaluate --config tiny64-gpu --out $(GPU_RUN)
 	$(PY) -m varlib.train export --config tiny64-gpu --out $(GPU_RUN)
+
+# its figures (results/prior/tiny64-gpu/; the training curves need $(GPU_RUN) from the GPU machine)
+prior-report-gpu: $(VENV)/.stamp
+	$(PY) -m varlib.prior_report --prior tiny64-gpu --run $(GPU_RUN) --out results/prior/tiny64-gpu
 
 # the embedded diffusion prior for dps / diffpir (resumable; the shipped weights: see their model card)
 DIFFUSION_STEPS ?= 2600
