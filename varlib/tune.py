@@ -122,7 +122,8 @@ def main(argv=None) -> None:
     current = json.loads(TUNED_SETTINGS_FILE.read_text()) if TUNED_SETTINGS_FILE.exists() else {}
     for task, values in chosen.items():  # keep per-task values this search does not cover
         current.setdefault(prior.name, {}).setdefault(task, {}).update(values)
-    current["_note"] = (f"{', '.join(SEARCH)} (and partial_injection_depth for inpainting) chosen by "
+    notes = current.setdefault("_notes", {})  # how each prior's values were chosen
+    notes[prior.name] = (f"{', '.join(SEARCH)} (and partial_injection_depth for inpainting) chosen by "
                         f"python -m varlib.tune on {a.images} tinyimagenet-train images (shard 2, evenly spaced), "
                         f"labels={'yes' if a.use_labels else 'no'}; other per-task values (latent/pixel data "
                         f"consistency) kept from earlier searches (results/tuning/)")
