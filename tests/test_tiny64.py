@@ -71,7 +71,7 @@ def test_two_step_training_runs_and_resumes(tmp_path):
     main(["tokenizer", "--steps", "2", *common])
     ck = torch.load(out / "tokenizer_ckpt.pt", weights_only=False)
     assert ck["step"] == 2
-    main(["tokenizer", "--steps", "3", *common])  # resumes: one more step, not three
+    main(["tokenizer", "--steps", "3", "--device", "cpu", *common])  # resumes: one more step, not three
     ck3 = torch.load(out / "tokenizer_ckpt.pt", weights_only=False)
     assert ck3["step"] == 3
     rows = (out / "tokenizer_log.csv").read_text().strip().splitlines()

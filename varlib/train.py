@@ -115,12 +115,13 @@ def _config(args) -> PriorConfig:
 # -- stage 1: tokenizer ----------------------------------------------------------------------------
 def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                     shards: Optional[List[int]] = None, limit: Optional[int] = None, ckpt_every: int = 200,
-                    restart_every: int = 100, bf16: bool = True) -> Path:
+                    restart_every: int = 100, bf16: bool = True, device: str = "cpu") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "tokenizer_ckpt.pt"
     torch.manual_seed(seed)
+    dev = torch.device(device)
     prior = build_prior(cfg)
-    tok = prior.tokenizer.train()
+    tok = prior.tokenizer.to(dev).train()
     opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     step, elapsed0 = _resume(ckpt_path, opt, tok)
     if step >= steps:
@@ -129,17 +130,17 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
     log = CsvLog(out / "tokenizer_log.csv", ["step", "elapsed_s", "lr", "loss", "l1", "vq", "psnr", "codes_used"])
     t0 = time.time()
     V = cfg.tokenizer.vocab_size
-    hits_window = torch.zeros(V)
+    hits_window = torch.zeros(V, device=dev)
     bar = tqdm(total=steps, initial=step, desc="tokenizer", unit="step")
     while step < steps:
         idx = batch_indices(len(images), step, batch, seed)
-        g = torch.Generator().manual_seed(seed * 7919 + step)
+        g = torch.Generator().manual_seed(seed * 7919 + step)  # on the CPU: the same draws on any device
         x = images[idx].float().div(255)
         flip = torch.rand(len(idx), generator=g) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x) * 2 - 1
+        x = (torch.where(flip[:, None, None, None], x.flip(-1), x) * 2 - 1).to(dev)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup=min(100, steps // 10 + 1))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             rec, vq_loss, hits = tok(x)
         rec = rec.float()
         l1 = (rec - x).abs().mean()
@@ -187,8 +188,8 @@ def _restart_dead_codes(tok, x: torch.Tensor, hits: torch.Tensor, g: torch.Gener
         idx = q.nearest_codes(pool[-1]).view(B, pn, pn)
         rest = rest - q.upsample_codes(si, q.embedding(idx).permute(0, 3, 1, 2), H, SN)
     pool = torch.cat(pool)
-    pick = torch.randint(0, len(pool), (len(dead),), generator=g)
-    q.embedding.weight.data[dead] = pool[pick] + 1e-3 * torch.randn(len(dead), C, generator=g)
+    pick = torch.randint(0, len(pool), (len(dead),), generator=g).to(pool.device)
+    q.embedding.weight.data[dead] = pool[pick] + 1e-3 * torch.randn(len(dead), C, generator=g).to(pool.device)
     return len(dead)
 
 
@@ -244,7 +245,7 @@ DECODER_PARTS = ("decoder.", "post_quant_conv.")  # what the decoder stage train
 
 def train_decoder(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: float = 6e-4, seed: int = 0,
                   shards: Optional[List[int]] = None, limit: Optional[int] = None, ckpt_every: int = 200,
-                  bf16: bool = True) -> Path:
+                  bf16: bool = True, device: str = "cpu") -> Path:
     """Fine-tune the decoder on the frozen token maps of the training split (``tokens_train.npz``).
 
     The token maps, and so the transformer trained on them, stay valid: only the map from the
@@ -255,8 +256,9 @@ def train_decoder(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: 
     """
     ckpt_path = out / "decoder_ckpt.pt"
     torch.manual_seed(seed)
+    dev = torch.device(device)
     prior = load_tokenizer_from_ckpt(out, cfg)  # includes an earlier decoder checkpoint when resuming
-    tok = prior.tokenizer
+    tok = prior.tokenizer.to(dev)
     tok.eval()
     params = [p for n, p in tok.named_parameters() if n.startswith(DECODER_PARTS)]
     for n, p in tok.named_parameters():
@@ -279,12 +281,12 @@ def train_decoder(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: 
     bar = tqdm(total=steps, initial=step, desc="decoder", unit="step")
     while step < steps:
         idx = batch_indices(len(tokens), step, batch, seed + 1)
-        x = images[idx].float().div(255) * 2 - 1
+        x = (images[idx].float().div(255) * 2 - 1).to(dev)
         with torch.no_grad():
-            f_hat = q.tokens_to_fhat(split_tokens(tokens[idx], pn))
+            f_hat = q.tokens_to_fhat(split_tokens(tokens[idx].to(dev), pn))
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup=min(50, steps // 10 + 1))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             rec = tok.fhat_to_img(f_hat, clamp=False)
         rec = rec.float()
         loss = (rec - x).abs().mean() + F.mse_loss(rec, x)
@@ -720,7 +722,7 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training images (tests)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-bf16", action="store_true")
-    ap.add_argument("--device", default="cpu", help="device of the transformer stage (e.g. cuda)")
+    ap.add_argument("--device", default="cpu", help="device of the tokenizer, decoder and transformer stages (e.g. cuda)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="transformer: wall budget; the pace of steps 20-70 fixes the step count")
     ap.add_argument("--holdout", type=int, default=0,
@@ -747,11 +749,11 @@ def main(argv=None) -> None:
         a.steps if a.stage == "decoder" and a.steps is not None else recipe.get("decoder_steps", 0))
     bf16 = not a.no_bf16
     if a.stage in ("tokenizer", "all"):
-        train_tokenizer(out, cfg, tok_steps, a.batch, a.lr or 1e-3, a.seed, shards, a.limit, bf16=bf16)
+        train_tokenizer(out, cfg, tok_steps, a.batch, a.lr or 1e-3, a.seed, shards, a.limit, bf16=bf16, device=a.device)
     if a.stage in ("tokenize", "all"):
         tokenize_split(out, cfg, "train", shards, a.limit)
     if a.stage in ("decoder", "all") and dec_steps > 0:
-        train_decoder(out, cfg, dec_steps, a.batch, a.lr or 6e-4, a.seed, shards, a.limit, bf16=bf16)
+        train_decoder(out, cfg, dec_steps, a.batch, a.lr or 6e-4, a.seed, shards, a.limit, bf16=bf16, device=a.device)
     if a.stage in ("transformer", "all"):
         train_transformer(out, cfg, tr_steps, a.batch, a.lr or 1e-3, a.seed, bf16=bf16, device=a.device,
                           minutes=a.minutes, holdout=a.holdout, eval_every=a.eval_every,
