@@ -158,9 +158,15 @@ def test_holdout_keeps_best_state_and_from_seeds_the_run(tmp_path):
     assert best["holdout"] == 8 and best["batch"] == 8 and best["device"] == "cpu"
     assert all(v.dtype == torch.float16 for v in best["model"].values() if v.is_floating_point())
     assert transformer_ckpt_path(out).name == "transformer_best.pt"
+    # resuming keeps the earlier best unless a later evaluation beats it
+    main(["transformer", "--steps", "8", "--holdout", "8", "--eval-every", "2", *common])
+    nll8 = float((out / "transformer_eval.csv").read_text().strip().splitlines()[-1].split(",")[2])
+    best8 = torch.load(out / "transformer_best.pt", weights_only=False)
+    assert best8["holdout_nll"] <= best["holdout_nll"] + 1e-9
+    assert best8["step"] == (8 if nll8 < min(nll) else best["step"])
     prior = assemble_prior(out, load_prior("tiny64").config)
     w = prior.transformer.head.weight
-    assert w.dtype == torch.float32 and torch.allclose(w, best["model"]["head.weight"].float())
+    assert w.dtype == torch.float32 and torch.allclose(w, best8["model"]["head.weight"].float())
 
 
 def test_missing_source_run_is_explained(tmp_path):

@@ -351,7 +351,9 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
     t0 = time.time()
     bar = tqdm(total=steps, initial=step, desc="transformer", unit="step")
     q = prior.tokenizer.quantize
-    best = float("inf")
+    best = float("inf")  # a resumed run keeps the best state of its earlier part unless it beats it
+    if holdout and (out / "transformer_best.pt").exists():
+        best = torch.load(out / "transformer_best.pt", map_location="cpu", weights_only=False)["holdout_nll"]
     start_step = step
     run_info = {"batch": batch, "lr": lr, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                 "torch": torch.__version__}
