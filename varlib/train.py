@@ -402,6 +402,15 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
     return ckpt_path
 
 
+def token_nll(tr, labels: torch.Tensor, x_in: torch.Tensor, seq: torch.Tensor, bf16: bool = False) -> tuple:
+    """Teacher-forced per-token NLL (B, L) of ``seq`` (B, L) given ``labels`` and the teacher input, and the logits."""
+    with torch.autocast(seq.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = tr(labels, x_in)
+    logits = logits.float()
+    nll = F.cross_entropy(logits.reshape(-1, tr.V), seq.reshape(-1), reduction="none").view(len(seq), -1)
+    return nll, logits
+
+
 @torch.no_grad()
 def holdout_nll(tr, quantizer, tokens: torch.Tensor, labels: torch.Tensor, patch_nums, bf16: bool = True,
                 batch: int = 250) -> float:
@@ -409,11 +418,9 @@ def holdout_nll(tr, quantizer, tokens: torch.Tensor, labels: torch.Tensor, patch
     tr.eval()
     total = 0.0
     for i in range(0, len(tokens), batch):
-        seq, lab = tokens[i:i + batch], labels[i:i + batch]
+        seq = tokens[i:i + batch]
         x_in = quantizer.tokens_to_teacher_input(split_tokens(seq, patch_nums))
-        with torch.autocast(seq.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = tr(lab, x_in)
-        total += float(F.cross_entropy(logits.float().reshape(-1, tr.V), seq.reshape(-1), reduction="sum"))
+        total += float(token_nll(tr, labels[i:i + batch], x_in, seq, bf16)[0].sum())
     return total / tokens.numel()
 
 
@@ -456,7 +463,7 @@ def seed_run(src: Path, out: Path) -> None:
 def assemble_prior(out: Path, cfg: PriorConfig) -> Prior:
     prior = load_tokenizer_from_ckpt(out, cfg)
     ck = torch.load(transformer_ckpt_path(out), map_location="cpu", weights_only=False)
-    prior.transformer.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
+    prior.transformer.load_state_dict(ck["model"])  # copies fp16 values (transformer_best.pt) into fp32 parameters
     prior.transformer.eval()
     return prior
 
@@ -533,8 +540,7 @@ def evaluate_transformer(prior: Prior, out: Path, batch: int = 50) -> Dict:
         seq, lab = va_tok[i:i + batch], va_lab[i:i + batch]
         x_in = prior.teacher_input(split_tokens(seq, pn))
         for lbl, acc_into in ((lab, True), (torch.full_like(lab, prior.num_classes), False)):
-            logits = prior.transformer(lbl, x_in)
-            nll = F.cross_entropy(logits.reshape(-1, V), seq.reshape(-1), reduction="none").view(len(seq), -1)
+            nll, logits = token_nll(prior.transformer, lbl, x_in, seq)
             for s, (b, e) in enumerate(prior.transformer.begin_ends):
                 if acc_into:
                     nll_c[s] += nll[:, b:e].mean(1).sum()
@@ -588,14 +594,15 @@ def evaluate(out: Path, cfg: PriorConfig) -> Dict:
     prior = assemble_prior(out, cfg)
     metrics = {"tokenizer": evaluate_tokenizer(prior), "transformer": evaluate_transformer(prior, out),
                "sampling_cpu": time_sampling(prior)}
-    for stage, path in (("tokenizer", out / "tokenizer_ckpt.pt"), ("transformer", transformer_ckpt_path(out))):
+    tr_path = transformer_ckpt_path(out)
+    for stage, path in (("tokenizer", out / "tokenizer_ckpt.pt"), ("transformer", tr_path)):
         ck = torch.load(path, map_location="cpu", weights_only=False)
         metrics[stage]["steps"] = ck["step"]
         metrics[stage]["train_wall_s"] = round(ck.get("elapsed", 0.0), 1)
         for key in ("batch", "lr", "device", "torch", "holdout", "holdout_nll"):
             if key in ck:
                 metrics[stage][key] = ck[key]
-    if transformer_ckpt_path(out).name == "transformer_best.pt" and (out / "transformer_log.csv").exists():
+    if tr_path.name == "transformer_best.pt" and (out / "transformer_log.csv").exists():
         with open(out / "transformer_log.csv") as f:
             metrics["transformer"]["steps_run"] = max(int(r["step"]) for r in csv.DictReader(f))
     if (out / "decoder_ckpt.pt").exists():

@@ -38,6 +38,23 @@ def _peak_gb(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
 
 
+def _timed(run, dev: torch.device, repeats: int, warmup: bool) -> tuple:
+    """(cpu_s, wall_s, peak_gpu_gb as a dict, the last result) of ``run()``: best of ``repeats`` after an
+    optional untimed call; peak GPU memory over the timed calls only."""
+    if warmup:
+        run()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    cpu, wall = [], []
+    for _ in range(repeats):
+        c_a, w_a = _clock(dev)
+        result = run()
+        c_b, w_b = _clock(dev)
+        cpu.append(c_b - c_a)
+        wall.append(w_b - w_a)
+    return {"cpu_s": min(cpu), "wall_s": min(wall), "peak_gpu_gb": _peak_gb(dev)}, result
+
+
 def time_model(name: str, cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96, repeats: int = 1,
                warmup: bool = True, seed: int = 0, device: str = "cpu", solve_tasks: Sequence[str] = ()) -> List[Dict]:
     dev = torch.device(device)
@@ -49,26 +66,12 @@ def time_model(name: str, cfg: float = 1.5, top_k: int = 900, top_p: float = 0.9
     base = {"model": name, "image": f"{prior.image_size}px", "transformer_params_M": n_params / 1e6,
             "device": dev.type, "build_s": w1 - w0}
 
-    def timed(run) -> Dict:
-        if warmup:
-            run()
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        cpu, wall = [], []
-        for _ in range(repeats):
-            c_a, w_a = _clock(dev)
-            run()
-            c_b, w_b = _clock(dev)
-            cpu.append(c_b - c_a)
-            wall.append(w_b - w_a)
-        return {"cpu_s": min(cpu), "wall_s": min(wall), "peak_gpu_gb": _peak_gb(dev)}
-
     rows = []
     for use_kv_cache in (True, False):
         gen = torch.Generator(device=dev).manual_seed(seed)
         with torch.no_grad():
-            t = timed(lambda: prior.sample(class_labels=[1], cfg=cfg, top_k=top_k, top_p=top_p, generator=gen,
-                                           use_kv_cache=use_kv_cache))
+            t, _ = _timed(lambda: prior.sample(class_labels=[1], cfg=cfg, top_k=top_k, top_p=top_p, generator=gen,
+                                               use_kv_cache=use_kv_cache), dev, repeats, warmup)
         rows.append({**base, "run": "sample", "kv_cache": "on" if use_kv_cache else "off", **t})
     if solve_tasks:
         from ..operators import make_operator
@@ -77,7 +80,7 @@ def time_model(name: str, cfg: float = 1.5, top_k: int = 900, top_p: float = 0.9
         for task in solve_tasks:
             op = make_operator(task, prior.image_size, device=dev)
             y = op.measure(x.to(dev))
-            t = timed(lambda: solve(y, op, prior))
+            t, _ = _timed(lambda: solve(y, op, prior), dev, repeats, warmup)
             rows.append({**base, "run": f"solve {task}", "kv_cache": "on", **t})
     return rows
 
@@ -116,17 +119,11 @@ def time_diffusion(image_size: int, tasks: Sequence[str], methods: Sequence[str]
         for method in methods:
             fn = baselines.BASELINES[method]
             kw = {k: v for k, v in steps.items() if k in ({"num_steps"} if method == "dps" else {"max_iter"})}
-            wall, evals = [], 0
-            for r in range(repeats + (1 if repeats > 1 else 0)):
-                _, w_a = _clock(dev)
-                res = fn(y, op, denoiser=den, seed=seed, device=dev, **kw)
-                _, w_b = _clock(dev)
-                if r or repeats == 1:
-                    wall.append(w_b - w_a)
-                evals = res.denoiser_evals
+            t, res = _timed(lambda: fn(y, op, denoiser=den, seed=seed, device=dev, **kw), dev, repeats,
+                            warmup=repeats > 1)
             rows.append({"model": name, "image": f"{image_size}px", "transformer_params_M": n_params / 1e6,
-                         "device": dev.type, "run": f"{method} {task} ({evals} NFE)", "kv_cache": "-",
-                         "cpu_s": float("nan"), "wall_s": min(wall), "peak_gpu_gb": _peak_gb(dev), "build_s": 0.0})
+                         "device": dev.type, "run": f"{method} {task} ({res.denoiser_evals} NFE)", "kv_cache": "-",
+                         **t, "build_s": 0.0})
             print(f"  {name}: {rows[-1]['run']}: {rows[-1]['wall_s']:.2f} wall s", flush=True)  # a cut-off run keeps it
     return rows
 
