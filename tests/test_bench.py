@@ -194,3 +194,18 @@ def test_diffusion_methods_use_the_given_diffusion_prior(tmp_path):
     assert df["psnr"].notna().all()
     with pytest.raises(ValueError, match="unknown setting.*dps"):
         bench.load_params(_params(tmp_path, methods=[{"name": "dps", "settings": {"num_steps": 3}}]))
+
+
+def test_solver_options_at_their_neutral_value_keep_cached_rows(tmp_path):
+    from varlib.solver import NEUTRAL_SETTINGS
+    base = _params(tmp_path, prior="test", images=dict(set="embedded", image_size=16, limit=1), tasks=["sr4"],
+                   methods=[{"name": "var-injection"}])
+    names, labels = ["astronaut"], [0]
+    plain = bench.plan_cases(bench.load_params(base), names, labels)
+    for key, neutral in NEUTRAL_SETTINGS.items():
+        same = bench.plan_cases(bench.load_params({**base, "methods": [{"name": "var-injection", "label": "var-injection",
+                                                                       "settings": {key: neutral}}]}), names, labels)
+        assert same[0]["key"] == plain[0]["key"]
+        other = bench.plan_cases(bench.load_params({**base, "methods": [{"name": "var-injection", "label": "var-injection",
+                                                                        "settings": {key: 0.5}}]}), names, labels)
+        assert other[0]["key"] != plain[0]["key"]

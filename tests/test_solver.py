@@ -160,3 +160,23 @@ def test_soft_decoding_keeps_partially_injected_cells(prior, problem):
     soft = solve(y, op, prior, "injection_only", injection_depth=1, partial_injection_depth=prior.num_scales,
                  partial_injection_threshold=0.0, decode="soft")
     assert torch.allclose(soft.image, full.image, atol=1e-5)
+
+
+def test_pixel_step_anchor_blends_prior_and_initial_estimate(prior, problem):
+    x, op, y = problem
+    from varlib.solver import pixel_proximal
+    # weight 0: the anchor is the initial estimate alone, so guidance settings cannot change the image
+    a = solve(y, op, prior, "guided", dc_pixel=True, dc_pixel_rho=0.3, dc_pixel_prior_weight=0.0)
+    b = solve(y, op, prior, "guided", dc_pixel=True, dc_pixel_rho=0.3, dc_pixel_prior_weight=0.0,
+              guidance_strength=3.0, injection_depth=0)
+    expected = pixel_proximal(op.init_estimate(y), y, op, 0.3)
+    assert torch.allclose(a.image, expected, atol=1e-5) and torch.allclose(b.image, expected, atol=1e-5)
+    # weight 1 (the default) anchors on the prior's image; 0.5 lies between, pixel for pixel (linear step)
+    full = solve(y, op, prior, "guided", dc_pixel=True, dc_pixel_rho=0.3)
+    half = solve(y, op, prior, "guided", dc_pixel=True, dc_pixel_rho=0.3, dc_pixel_prior_weight=0.5)
+    assert not torch.allclose(full.image, expected, atol=1e-3)
+    unclamped_mid = 0.5 * (full.image + expected)
+    inside = (full.image > 0) & (full.image < 1) & (expected > 0) & (expected < 1)
+    assert torch.allclose(half.image[inside], unclamped_mid[inside], atol=1e-4)
+    with pytest.raises(ValueError, match="dc_pixel_prior_weight must be in"):
+        solve(y, op, prior, "guided", dc_pixel=True, dc_pixel_prior_weight=1.5)

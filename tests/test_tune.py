@@ -32,7 +32,8 @@ def test_tuning_writes_best_values_and_keeps_other_task_settings(tmp_path, monke
     monkeypatch.setattr(tune, "tuning_images", lambda n: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
     tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "sr4", "--out", str(tmp_path / "out")])
     chosen = json.loads(settings_file.read_text())["tiny-test"]["sr4"]
-    assert chosen["dc_latent_steps"] == 2 and chosen["dc_pixel_rho"] == 0.5  # kept
+    assert chosen["dc_latent_steps"] == 2  # not searched: kept
+    assert chosen["dc_pixel_rho"] in (0.5, *tune.SEARCH["dc_pixel_rho"])  # the current value competes
     assert chosen["injection_depth"] in range(0, 3)  # at least one scale is left to the transformer
     import pandas as pd
     log = pd.read_csv(tmp_path / "out" / "var_tuning.csv")
@@ -40,3 +41,31 @@ def test_tuning_writes_best_values_and_keeps_other_task_settings(tmp_path, monke
     assert sorted(depth_rows.value.astype(int)) == [0, 1, 2]  # 0..3 and "all-1" (= 2) below the 3 scales
     best_row = depth_rows.loc[depth_rows.psnr.idxmax()]
     assert int(best_row.value) == chosen["injection_depth"]
+
+
+def test_a_partial_search_sweeps_only_the_named_keys(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    prior = build_prior("test")
+    prior.name = "tiny-test"
+    g = torch.Generator().manual_seed(1)
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(16, 16), mode="bilinear")
+    settings_file = tmp_path / "tuned.json"
+    settings_file.write_text(json.dumps({"tiny-test": {"gaussian_blur": {"injection_depth": 1}},
+                                         "_notes": {"tiny-test": "first search"}}))
+    monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr(tune, "load_prior", lambda name: prior)
+    monkeypatch.setattr(tune, "tuning_images", lambda n: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "gaussian_blur", "--out", str(tmp_path / "out"),
+               "--keys", "dc_pixel_prior_weight"])
+    table = json.loads(settings_file.read_text())
+    chosen = table["tiny-test"]["gaussian_blur"]
+    assert chosen["injection_depth"] == 1  # not swept
+    import pandas as pd
+    log = pd.read_csv(tmp_path / "out" / "var_tuning.csv")
+    assert set(log.swept) == {"dc_pixel_prior_weight"}
+    assert sorted(log.value) == [0.25, 0.5, 0.75, 1.0]  # the current value (1.0) is among them
+    assert chosen["dc_pixel_prior_weight"] == log.loc[log.psnr.idxmax(), "value"]
+    assert table["_notes"]["tiny-test"].startswith("first search; then dc_pixel_prior_weight chosen")
+    with pytest.raises(SystemExit):
+        tune.main(["--prior", "tiny-test", "--keys", "guidance", "--out", str(tmp_path / "out")])

@@ -29,7 +29,8 @@ ImageNet network (:func:`varlib.baselines.dps` / ``diffpir``); and the VAR solve
 followed by the overrides when there are any).
 
 Caching. A *case* is (image, task, method label, settings). Its key is a hash of the image set and
-name, task, method, label, fully resolved settings, prior (VAR methods only -- baselines do not use
+name, task, method, label, fully resolved settings (less solver options added later that sit at their
+neutral value, ``solver.NEUTRAL_SETTINGS``), prior (VAR methods only -- baselines do not use
 it -- as name plus a hash of its checkpoint files, see :func:`prior_fingerprint`), seed, noise_sigma,
 image size and the operator's ``describe()``. Each finished case is appended at once to
 ``results/<run>/cache/cases.jsonl`` (write, flush, fsync); a rerun skips cases whose key is there, so
@@ -241,6 +242,12 @@ def _method_spec(entry: Any) -> MethodSpec:
         raise ValueError(f"settings of method {name!r} must be a mapping, got {settings!r}")
     label = entry.get("label") or (name if not settings else f"{name}{_compact(settings)}")
     return MethodSpec(name=name, label=str(label), settings=dict(settings))
+
+
+def _key_settings(full: Dict[str, Any]) -> Dict[str, Any]:
+    """``full`` without the solver settings that sit at their neutral value (see NEUTRAL_SETTINGS)."""
+    from .solver import NEUTRAL_SETTINGS
+    return {k: v for k, v in full.items() if not (k in NEUTRAL_SETTINGS and v == NEUTRAL_SETTINGS[k])}
 
 
 def resolve_method_settings(m: MethodSpec, task: str, prior_name: Optional[str] = None) -> Dict[str, Any]:
@@ -506,7 +513,7 @@ def plan_cases(params: Dict[str, Any], names: Sequence[str], labels: Sequence[in
             for i, name in enumerate(names):
                 pid = {"var": prior_id, "diffusion": diffusion_id}.get(m.kind, "")
                 ident = dict(image_set=str(params["images"]["set"]), image=name, task=task, method=m.name,
-                             label=m.label, settings=full, prior=pid,
+                             label=m.label, settings=_key_settings(full), prior=pid,
                              seed=params["seed"], noise_sigma=params["noise_sigma"],
                              image_size=params["images"]["image_size"], operator=op_desc)
                 out.append(dict(key=case_key(**ident), index=i, image=name, task=task, spec=m, full=full,

@@ -36,6 +36,8 @@ SEARCH: Dict[str, list] = {
     "guidance_strength": [0.0, 0.5, 1.0, 2.0],
     "decode": ["argmax", "soft"],
     "dc_latent_weight": [0.1, 1.0],
+    "dc_pixel_rho": [0.05, 0.1, 0.25, 0.5, 1.0],
+    "dc_pixel_prior_weight": [0.25, 0.5, 0.75, 1.0],
 }
 INPAINT_SEARCH = {"partial_injection_depth": [0, "all"]}
 
@@ -55,6 +57,8 @@ def _moot(key: str, best: Dict, num_scales: int) -> bool:
         if not guided:
             return True
     if key in ("guidance_steps",) and best.get("guidance_strength", 1.0) == 0:
+        return True
+    if key.startswith("dc_pixel_") and not best.get("dc_pixel", True):
         return True
     return False
 
@@ -80,7 +84,14 @@ def main(argv=None) -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--out", default="results/tuning")
     ap.add_argument("--use-labels", action="store_true", help="give the solver the true class labels")
+    ap.add_argument("--keys", default=None,
+                    help=f"comma-separated settings to sweep (default: all of {', '.join(SEARCH)}); the others keep "
+                         f"their current per-task values")
     a = ap.parse_args(argv)
+    keys = list(SEARCH) + list(INPAINT_SEARCH) if a.keys is None else a.keys.split(",")
+    unknown = set(keys) - set(SEARCH) - set(INPAINT_SEARCH)
+    if unknown:
+        ap.error(f"unknown --keys {sorted(unknown)}; choose from {', '.join(list(SEARCH) + list(INPAINT_SEARCH))}")
     prior = load_prior(a.prior)
     x, labels, _ = tuning_images(a.images)
     labels = labels if a.use_labels else None
@@ -95,6 +106,7 @@ def main(argv=None) -> None:
         best = {k: v for k, v in start.items() if k in set(SEARCH) | set(INPAINT_SEARCH)}
         best["base"] = "default"
         search = dict(SEARCH, **(INPAINT_SEARCH if task.startswith("inpaint") else {}))
+        search = {k: v for k, v in search.items() if k in keys}
         best_score = None
         for key, values in search.items():
             if _moot(key, best, prior.num_scales):
@@ -103,6 +115,8 @@ def main(argv=None) -> None:
             scores = {}
             if best_score is not None:  # the current value competes with the candidates
                 scores[best[key]] = best_score
+            else:  # first swept key: measure the current value too
+                values = [best[key], *values]
             values = [v for v in dict.fromkeys(_candidate(v, prior.num_scales) for v in values) if v not in scores]
             if key == "injection_depth":
                 values = [v for v in values if v < prior.num_scales]
@@ -123,11 +137,15 @@ def main(argv=None) -> None:
     for task, values in chosen.items():  # keep per-task values this search does not cover
         current.setdefault(prior.name, {}).setdefault(task, {}).update(values)
     notes = current.setdefault("_notes", {})  # how each prior's values were chosen
-    notes[prior.name] = (f"{', '.join(SEARCH)} (and partial_injection_depth for inpainting) chosen by "
-                        f"python -m varlib.tune on {a.images} tinyimagenet-train images (shard 2, evenly spaced), "
-                        f"labels={'yes' if a.use_labels else 'no'}; other per-task values (latent/pixel data "
-                        f"consistency) kept from earlier searches (results/tuning/)")
-    TUNED_SETTINGS_FILE.write_text(json.dumps(current, indent=1))
+    note = (f"{', '.join(keys)} chosen by python -m varlib.tune on {a.images} tinyimagenet-train images "
+            f"(shard 2, evenly spaced), labels={'yes' if a.use_labels else 'no'}")
+    if a.keys is None:
+        notes[prior.name] = note + "; other per-task values kept from earlier searches (results/tuning/)"
+    else:  # a partial search adds to the prior's note
+        notes[prior.name] = f"{notes.get(prior.name, '')}; then {note}".lstrip("; ")
+    tmp = TUNED_SETTINGS_FILE.with_suffix(".json.tmp")  # atomic: running solvers read the file
+    tmp.write_text(json.dumps(current, indent=1))
+    os.replace(tmp, TUNED_SETTINGS_FILE)
     print(json.dumps(chosen, indent=1))
 
 
