@@ -1,10 +1,12 @@
 """Choosing the VAR solver's per-task defaults on a slice of the *training* split.
 
     python -m varlib.tune --prior tiny64 --images 8
+    python -m varlib.tune --prior tiny64 --images 16 --keys dc_pixel_rho,dc_pixel_prior_weight
 
 Coordinate search over the solver settings, one task at a time, on ``--images`` images of
 ``tinyimagenet-train`` (shard 2, evenly spaced, never the reported validation or embedded images):
-each setting in ``SEARCH`` is swept in turn with the others fixed at the best values so far.
+each setting in ``SEARCH`` (or only those named by ``--keys``) is swept in turn with the others
+fixed at the best values so far.
 Writes every evaluation to ``results/tuning/var_tuning.csv`` and the chosen values to
 ``varlib/tuned_settings.json``, which :mod:`varlib.solver` reads as the per-task defaults.
 """
