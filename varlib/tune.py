@@ -60,8 +60,6 @@ def _moot(key: str, best: Dict, num_scales: int) -> bool:
             return True
     if key in ("guidance_steps",) and best.get("guidance_strength", 1.0) == 0:
         return True
-    if key.startswith("dc_pixel_") and not best.get("dc_pixel", True):
-        return True
     return False
 
 
@@ -90,10 +88,11 @@ def main(argv=None) -> None:
                     help=f"comma-separated settings to sweep (default: all of {', '.join(SEARCH)}); the others keep "
                          f"their current per-task values")
     a = ap.parse_args(argv)
-    keys = list(SEARCH) + list(INPAINT_SEARCH) if a.keys is None else a.keys.split(",")
-    unknown = set(keys) - set(SEARCH) - set(INPAINT_SEARCH)
+    searchable = [*SEARCH, *INPAINT_SEARCH]
+    keys = searchable if a.keys is None else a.keys.split(",")
+    unknown = set(keys) - set(searchable)
     if unknown:
-        ap.error(f"unknown --keys {sorted(unknown)}; choose from {', '.join(list(SEARCH) + list(INPAINT_SEARCH))}")
+        ap.error(f"unknown --keys {sorted(unknown)}; choose from {', '.join(searchable)}")
     prior = load_prior(a.prior)
     x, labels, _ = tuning_images(a.images)
     labels = labels if a.use_labels else None

@@ -39,7 +39,7 @@ def _peak_gb(device: torch.device) -> float:
 
 
 def _timed(run, dev: torch.device, repeats: int, warmup: bool) -> tuple:
-    """(cpu_s, wall_s, peak_gpu_gb as a dict, the last result) of ``run()``: best of ``repeats`` after an
+    """``({"cpu_s", "wall_s", "peak_gpu_gb"}, the last result)`` of ``run()``: best of ``repeats`` after an
     optional untimed call; peak GPU memory over the timed calls only."""
     if warmup:
         run()
@@ -99,11 +99,12 @@ def time_diffusion(image_size: int, tasks: Sequence[str], methods: Sequence[str]
 
     dev = torch.device(device)
     torch.manual_seed(seed)
-    conditional = net is None and image_size <= 64
+    conditional = False  # only the class-conditional ADM takes a label
     if net is not None:  # any deepinv-style denoiser net(x, sigma), e.g. for tests
         name = type(net).__name__
     elif image_size <= 64:
         net, name = dinv.models.ADMUNet(img_resolution=64, label_dim=1000, pretrained=None), "adm-imagenet64"
+        conditional = True
     else:
         net, name = dinv.models.DiffUNet(large_model=True, pretrained=None), "diffunet-256"
     net = net.eval().to(dev)
