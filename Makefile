@@ -26,7 +26,7 @@ help:
 	@echo "                      one study notebook (PARAMS=...); make report: HTML in results/<run>/html"
 	@echo "make screenshots      PNG screenshots of the HTML reports (headless chromium)"
 	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2.3 h)"
-	@echo "make prior-gpu        tiny64-gpu: tiny64's tokenizer + a transformer trained on a CUDA device (~6 min)"
+	@echo "make prior-gpu        tiny64-gpu: tiny64's encoder + a decoder and a transformer trained on a CUDA device (~13 min)"
 	@echo "make diffusion-prior  retrain the embedded diffusion prior (2-core CPU, ~1 h; DIFFUSION_STEPS=...)"
 	@echo "make diffusion-report its samples and held-out denoising figures (results/prior/diffusion_*)"
 	@echo "make figures          operators figure + both priors' figures (results/figures, results/prior)"
@@ -56,17 +56,25 @@ prior: $(VENV)/.stamp
 	$(PY) -m varlib.train all --out runs/tiny64
 
 # the GPU recipe: tiny64's tokenizer side (runs/tiny64, from `make prior`), the transformer trained on
-# one CUDA device (6 min on an H200), then evaluated on CPU and exported to varlib/weights/tiny64-gpu
+# one CUDA device (6 min on an H200); tiny64's decoder continued on the frozen token maps of train shard 0
+# (7 min on an H200; encoder, codebook and tokens unchanged); then evaluated on CPU and exported to
+# varlib/weights/tiny64-gpu
 GPU_RUN ?= runs/tiny64-gpu
+GPU_DECODER_RUN ?= runs/tiny64-gpu-decoder
 prior-gpu: $(VENV)/.stamp
 	$(PY) -m varlib.train transformer --config tiny64-gpu --from runs/tiny64 --out $(GPU_RUN) \
 		--device cuda --batch 256 --steps 6176 --holdout 1000 --eval-every 500 --ckpt-every 100000
+	$(PY) -m varlib.train tokenize --init-weights tiny64 --out $(GPU_DECODER_RUN) --shards 0 --device cuda
+	$(PY) -m varlib.train decoder --out $(GPU_DECODER_RUN) --shards 0 --device cuda --batch 128 --lr 3e-4 \
+		--steps 11801
+	cp $(GPU_DECODER_RUN)/decoder_ckpt.pt $(GPU_RUN)/decoder_ckpt.pt
 	$(PY) -m varlib.train evaluate --config tiny64-gpu --out $(GPU_RUN)
 	$(PY) -m varlib.train export --config tiny64-gpu --out $(GPU_RUN)
 
 # its figures (results/prior/tiny64-gpu/; the training curves need $(GPU_RUN) from the GPU machine)
 prior-report-gpu: $(VENV)/.stamp
-	$(PY) -m varlib.prior_report --prior tiny64-gpu --run $(GPU_RUN) --out results/prior/tiny64-gpu
+	$(PY) -m varlib.prior_report --prior tiny64-gpu --run $(GPU_RUN) --decoder-run $(GPU_DECODER_RUN) \
+		--out results/prior/tiny64-gpu
 
 # the embedded diffusion prior for dps / diffpir (resumable; the shipped weights: see their model card)
 DIFFUSION_STEPS ?= 2600

@@ -47,3 +47,22 @@ def test_samples_grid_shows_each_class_as_a_block():
     for pos, sample in enumerate(order.tolist()):  # the grid fills row by row
         r, c = divmod(pos, ncol)
         assert sample // per_class == c // (per_class // rows), (r, c, sample)
+
+
+def test_training_curves_draw_a_continued_decoder_after_the_first(tmp_path, monkeypatch):
+    """The GPU recipe's decoder run continues the CPU decoder: its curve starts where that one ended
+    and says on which device it ran."""
+    run, dec = tmp_path / "run", tmp_path / "dec"
+    run.mkdir(); dec.mkdir()
+    pd.DataFrame({"step": [10, 20], "elapsed_s": [60.0, 120.0], "psnr": [18.0, 20.0]}).to_csv(run / "tokenizer_log.csv")
+    pd.DataFrame({"step": [10, 20], "elapsed_s": [30.0, 60.0], "psnr": [21.0, 21.5]}).to_csv(run / "decoder_log.csv")
+    pd.DataFrame({"step": [10, 20], "elapsed_s": [6.0, 12.0], "psnr": [22.0, 22.4]}).to_csv(dec / "decoder_log.csv")
+    saved = {}
+    monkeypatch.setattr(prior_report, "_save", lambda fig, out, name: saved.update({name: fig}))
+    prior_report.training_curves_figure(run, tmp_path, decoder_run=dec, decoder_device="NVIDIA H200")
+    left = saved["training_curves"].axes[0]
+    lines = {ln.get_label(): ln for ln in left.get_lines()}
+    gpu = lines["decoder continued on NVIDIA H200 (50-pt mean)"]
+    assert np.allclose(gpu.get_xdata(), [(120 + 60 + 6) / 60, (120 + 60 + 12) / 60])
+    assert "NVIDIA H200" in left.get_xlabel()
+    assert set(lines) == {"tokenizer", "decoder fine-tuning (frozen tokens)", gpu.get_label()}

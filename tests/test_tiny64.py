@@ -169,6 +169,59 @@ def test_holdout_keeps_best_state_and_from_seeds_the_run(tmp_path):
     assert w.dtype == torch.float32 and torch.allclose(w, best8["model"]["head.weight"].float())
 
 
+def test_wall_budget_fixes_the_step_count(monkeypatch):
+    """A --minutes budget measures the pace of the 50 steps after a 20-step warm-up and cuts the run to
+    what fits; it never cuts below one more step, so the stage still reaches its final checkpoint."""
+    from varlib import train
+    clock = {"t": 0.0}
+    monkeypatch.setattr(train.time, "time", lambda: clock["t"])
+    assert train.WallBudget(None, 0, "x").steps(70, 1000) == 1000
+    budget = train.WallBudget(1.0, 0, "tokenizer")  # 60 s
+    steps = 100000
+    for step in range(71):
+        clock["t"] = step * 0.5 + (5.0 if step >= 20 else 0.0)  # 5 s of warm-up, then 0.5 s per step
+        steps = budget.steps(step, steps)
+    assert steps == 70 + int((60 - 40.0) / 0.5)  # at step 70, 40 s are spent; 20 s left at 0.5 s per step
+    late = train.WallBudget(0.1, 0, "decoder")
+    for step in range(71):
+        clock["t"] = 100.0 + step  # already past the 6 s budget at step 70
+        steps = late.steps(step, 100000)
+    assert steps == 71
+
+
+@needs_data
+def test_decoder_of_another_width_on_the_shipped_tokens(tmp_path):
+    """The GPU decoder recipe on CPU: --init-weights starts a run from a shipped prior's tokenizer, the decoder
+    stage uses the token maps' prefix for a first-shard run, --decoder-ch trains a wider decoder from scratch,
+    --minutes ends the stage at a saved checkpoint, and the checkpoint records what it continued."""
+    from varlib.train import decoder_card_lines, evaluate_tokenizer, load_tokenizer_from_ckpt, main
+    out = tmp_path / "dec"
+    main(["tokenize", "--init-weights", "tiny64", "--out", str(out), "--shards", "0", "--limit", "48"])
+    shipped = load_prior("tiny64")
+    start = torch.load(out / "tokenizer_ckpt.pt", weights_only=False)
+    assert start["init_weights"] == "tiny64" and start["decoder_history"][0]["steps"] == 1500
+    common = ["--out", str(out), "--shards", "0", "--limit", "32", "--batch", "4", "--decoder-ch", "40"]
+    with pytest.raises(ValueError, match="holds 48 token maps but the training split has 64"):
+        main(["decoder", "--steps", "2", "--out", str(out), "--shards", "0", "--limit", "64", "--batch", "4",
+              "--decoder-ch", "40"])
+    main(["decoder", "--steps", "100000", "--minutes", "0.001", *common])
+    ck = torch.load(out / "decoder_ckpt.pt", weights_only=False)
+    assert ck["step"] == 71 and ck["train_images"] == 32 and ck["batch"] == 4
+    assert ck["history"] == start["decoder_history"]
+    assert ck["model"]["decoder.conv_in.weight"].shape[0] == 40 * 4  # the widest level: 40 x ch_mult[-1]
+    cfg = shipped.config
+    cfg.tokenizer.decoder_ch = 40
+    prior = load_tokenizer_from_ckpt(out, cfg)
+    for name, p in prior.tokenizer.named_parameters():  # encoder and codebook are the shipped ones
+        if name.startswith(("encoder.", "quant_conv.", "quantize.")):
+            assert torch.equal(p, shipped.tokenizer.state_dict()[name]), name
+    lines = decoder_card_lines({"decoder_finetune_steps": 71, "decoder_finetune_wall_s": 60.0,
+                                "decoder_batch": 4, "decoder_lr": 3e-4, "decoder_device": "NVIDIA H200",
+                                "decoder_train_images": 32, "decoder_history": ck["history"]})
+    assert len(lines) == 2 and "1500 steps of batch 32" in lines[0]
+    assert "71 steps of batch 4 on the first 32 training images" in lines[1] and "NVIDIA H200" in lines[1]
+
+
 def test_missing_source_run_is_explained(tmp_path):
     from varlib.train import main
     with pytest.raises(FileNotFoundError, match="tokenizer_ckpt.pt, tokens_train.npz missing.*make prior"):
@@ -184,12 +237,14 @@ def test_gpu_prior_shares_the_tokenizer():
     assert total <= 25 * 2 ** 20, f"shipped prior is {total / 2**20:.1f} MiB > 25 MiB"
     gpu, cpu = load_prior("tiny64-gpu"), load_prior("tiny64")
     assert gpu.name == "tiny64-gpu"
+    shared = ("encoder.", "quant_conv.", "quantize.")  # so the same token maps: the transformers are comparable
     for (k, a), b in zip(gpu.tokenizer.state_dict().items(), cpu.tokenizer.state_dict().values()):
-        if a.is_floating_point() and "ema_vocab_hit" not in k:
+        if k.startswith(shared) and a.is_floating_point() and "ema_vocab_hit" not in k:
             assert torch.equal(a, b), k
+    assert not torch.equal(gpu.tokenizer.decoder.conv_out.weight, cpu.tokenizer.decoder.conv_out.weight)
     assert not torch.equal(gpu.transformer.head.weight, cpu.transformer.head.weight)
     card = (GPU_WEIGHTS / "MODEL_CARD.md").read_text()
-    assert "H200" in card and "over-fitted" in card
+    assert "H200" in card and "over-fitted" in card and "continuing that decoder" in card
 
 
 def test_tuned_settings_fall_back_to_the_prior_sharing_the_tokenizer(tmp_path, monkeypatch):

@@ -97,16 +97,28 @@ def coarse_to_fine_figure(prior: Prior, metrics: Dict, out: Path) -> None:
 
 
 def training_curves_figure(run: Path, out: Path, transformer_device: str = "2-core CPU",
-                           shipped_step: Optional[int] = None) -> None:
+                           shipped_step: Optional[int] = None, decoder_run: Optional[Path] = None,
+                           decoder_device: str = "GPU") -> None:
+    """Training curves: tokenizer (and decoder) train-batch PSNR, transformer loss (and holdout NLL).
+    ``decoder_run``: a later decoder run that continued this one's decoder (the GPU recipe), drawn after it."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     tl = pd.read_csv(run / "tokenizer_log.csv")
     axes[0].plot(tl["elapsed_s"] / 60, tl["psnr"].rolling(10, min_periods=1).mean(), label="tokenizer")
+    end = tl["elapsed_s"].max()
     if (run / "decoder_log.csv").exists():  # the decoder stage continues where the tokenizer stopped
         dl = pd.read_csv(run / "decoder_log.csv")
-        axes[0].plot((tl["elapsed_s"].max() + dl["elapsed_s"]) / 60, dl["psnr"].rolling(10, min_periods=1).mean(),
+        axes[0].plot((end + dl["elapsed_s"]) / 60, dl["psnr"].rolling(10, min_periods=1).mean(),
                      label="decoder fine-tuning (frozen tokens)")
+        end += dl["elapsed_s"].max()
         axes[0].legend(fontsize=7)
-    axes[0].set_xlabel("wall time (min, 2-core CPU)"); axes[0].set_ylabel("train-batch PSNR (dB), 10-pt mean")
+    xlabel = "wall time (min, 2-core CPU)"
+    if decoder_run is not None and (decoder_run / "decoder_log.csv").exists():
+        gl = pd.read_csv(decoder_run / "decoder_log.csv")
+        axes[0].plot((end + gl["elapsed_s"]) / 60, gl["psnr"].rolling(50, min_periods=1).mean(),
+                     label=f"decoder continued on {decoder_device} (50-pt mean)")
+        axes[0].legend(fontsize=7)
+        xlabel = f"wall time (min; 2-core CPU, then {decoder_device})"
+    axes[0].set_xlabel(xlabel); axes[0].set_ylabel("train-batch PSNR (dB), 10-pt mean")
     axes[0].set_title("tokenizer", fontsize=9); axes[0].grid(alpha=0.3)
     if (run / "transformer_log.csv").exists():
         ml = pd.read_csv(run / "transformer_log.csv")
@@ -316,6 +328,8 @@ def main(argv=None) -> None:
     ap.add_argument("--trained", nargs="*", default=[], metavar="SCHEDULE=METRICS_JSON",
                     help="transformers trained on other schedules for the trade-off, e.g. "
                          "'1,2,4,6,8,12,16=results/prior/schedule_runs/1-2-4-6-8-12-16/metrics.json'")
+    ap.add_argument("--decoder-run", default=None,
+                    help="a decoder run that continued --run's decoder (make prior-gpu: runs/tiny64-gpu-decoder)")
     a = ap.parse_args(argv)
     out, run = Path(a.out), Path(a.run)
     prior = load_prior(a.prior)
@@ -325,7 +339,9 @@ def main(argv=None) -> None:
     if run.exists():
         device = metrics.get("transformer", {}).get("device", "cpu")
         training_curves_figure(run, out, "2-core CPU" if device == "cpu" else device,
-                               metrics.get("transformer", {}).get("steps"))
+                               metrics.get("transformer", {}).get("steps"),
+                               Path(a.decoder_run) if a.decoder_run else None,
+                               metrics.get("tokenizer", {}).get("decoder_device", "GPU"))
     nll_figure(metrics, out)
     samples_figure(prior, out)
     if a.tradeoff or a.tradeoff_from_table:

@@ -315,6 +315,7 @@ class TokenizerConfig:
     beta: float = 0.25
     using_znorm: bool = False
     dropout: float = 0.0
+    decoder_ch: Optional[int] = None  # the decoder's base width when it differs from the encoder's (None: ``ch``)
 
     @property
     def downsample(self) -> int:
@@ -332,7 +333,7 @@ class MultiScaleVQVAE(nn.Module):
         kw = dict(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks, z_channels=cfg.Cvae,
                   dropout=cfg.dropout, using_sa=cfg.using_sa, using_mid_sa=cfg.using_mid_sa)
         self.encoder = Encoder(**kw)
-        self.decoder = Decoder(**kw)
+        self.decoder = Decoder(**{**kw, "ch": cfg.decoder_ch or cfg.ch})
         self.quantize = MultiScaleQuantizer(cfg.vocab_size, cfg.Cvae, cfg.patch_nums, cfg.quant_resi,
                                             cfg.share_quant_resi, cfg.beta, cfg.using_znorm)
         self.quant_conv = nn.Conv2d(cfg.Cvae, cfg.Cvae, 3, 1, 1)
