@@ -30,10 +30,11 @@ def test_shipped_prior_loads_offline_and_is_small():
 
 
 @needs_data
-def test_reconstruction_psnr_matches_model_card():
+@pytest.mark.parametrize("name", ["tiny64", "tiny64-gpu"])
+def test_reconstruction_psnr_matches_model_card(name):
     from varlib.train import evaluate_tokenizer
-    metrics = json.loads((WEIGHTS / "metrics.json").read_text())["tokenizer"]
-    prior = load_prior("tiny64")
+    metrics = json.loads((PACKAGE_WEIGHTS / name / "metrics.json").read_text())["tokenizer"]
+    prior = load_prior(name)
     got = evaluate_tokenizer(prior, metrics["val_images"])
     assert abs(got["psnr"] - metrics["psnr"]) < 0.5, (got["psnr"], metrics["psnr"])
     # the coarse-to-fine curve rises with every scale
