@@ -145,11 +145,13 @@ def test_holdout_keeps_best_state_and_from_seeds_the_run(tmp_path):
     src.mkdir()
     torch.save({"model": load_prior("tiny64").tokenizer.state_dict(), "step": 3000}, src / "tokenizer_ckpt.pt")
     main(["tokenize", "--out", str(src), "--config", "tiny64", "--shards", "0", "--limit", "48"])
+    (src / "tokenizer_log.csv").write_text("step,elapsed_s,psnr\n10,1.0,15.0\n")
     out = tmp_path / "gpu"
     common = ["--out", str(out), "--config", "tiny64-gpu", "--batch", "8"]
     with pytest.raises(ValueError, match="holdout=40 must be between 1 and half"):
         main(["transformer", "--from", str(src), "--steps", "2", "--holdout", "40", *common])
     assert np.array_equal(np.load(out / "tokens_train.npz")["tokens"], np.load(src / "tokens_train.npz")["tokens"])
+    assert (out / "tokenizer_log.csv").read_text() == (src / "tokenizer_log.csv").read_text()  # for the figures
     main(["transformer", "--steps", "6", "--holdout", "8", "--eval-every", "2", *common])
     evals = (out / "transformer_eval.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in evals[1:]] == ["2", "4", "6"]

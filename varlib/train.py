@@ -515,14 +515,14 @@ def transformer_ckpt_path(out: Path) -> Path:
 
 
 def seed_run(src: Path, out: Path) -> None:
-    """Copy the tokenizer side of run ``src`` (checkpoints and token maps) into ``out``, where missing."""
+    """Copy the tokenizer side of run ``src`` (checkpoints, token maps, training logs) into ``out``, where missing."""
     import shutil
     need = ("tokenizer_ckpt.pt", "tokens_train.npz")
     missing = [n for n in need if not (src / n).exists()]
     if missing:
         raise FileNotFoundError(f"--from {src}: {', '.join(missing)} missing; run the tokenizer stages there first "
                                 "(make prior, or python -m varlib.train tokenizer/tokenize --out " + str(src) + ")")
-    for name in need + ("decoder_ckpt.pt", "tokens_val.npz"):
+    for name in need + ("decoder_ckpt.pt", "tokens_val.npz", "tokenizer_log.csv", "decoder_log.csv"):  # logs: the figures
         if (src / name).exists() and not (out / name).exists():
             shutil.copyfile(src / name, out / f"{name}.tmp")
             os.replace(out / f"{name}.tmp", out / name)
