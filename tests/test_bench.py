@@ -160,7 +160,7 @@ def test_keys_for_other_tools_are_ignored(tmp_path):
 
 def test_repository_parameter_files_are_valid():
     root = Path(__file__).resolve().parents[1] / "params"
-    for name in ("smoke.yaml", "default.yaml", "diffusion.yaml"):  # offline (others need downloaded image sets)
+    for name in ("smoke.yaml", "default.yaml", "diffusion.yaml", "default-gpu.yaml"):  # offline (others need downloaded image sets)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # keys for varlib.study
             p = bench.load_params(root / name)
