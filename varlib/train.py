@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from .prior import Prior, PriorConfig, build_prior, save_prior
 from .prior.configs import named_config
 
+SHARD_IMAGES = 20200  # tinyimagenet-train images per tar shard (3 shards)
 VAL_SLICE = 500  # first 500 tinyimagenet-val images (by index): the held-out slice for prior metrics
 
 
@@ -781,8 +782,10 @@ def decoder_card_lines(tk: Dict) -> List[str]:
     for i, r in enumerate(runs):
         lr = r.get("lr", 6e-4)
         where = "" if r.get("device", "cpu") == "cpu" else f" on one {r['device']}"
-        data = f" on the first {r['train_images']} training images (shard 0)" if r.get("train_images") and \
-            r["train_images"] < 60600 else ""
+        n = r.get("train_images") or 60600
+        shards = f" (shard{'s 0-' if n > SHARD_IMAGES else ' '}{n // SHARD_IMAGES - 1 if n > SHARD_IMAGES else 0})" \
+            if n % SHARD_IMAGES == 0 else ""
+        data = f" on the first {n} training images{shards}" if n < 3 * SHARD_IMAGES else ""
         head = "- Decoder fine-tuning on the frozen token maps" if i == 0 else "- Then, continuing that decoder"
         lines.append(f"{head}: {r['steps']} steps of batch {r['batch']}{data}, AdamW lr {_sci(lr)} cosine to {_sci(lr / 10)}, "
                      f"L1 + L2 loss; {(r.get('wall_s') or 0) / 60:.0f} min wall{where} "
