@@ -92,6 +92,12 @@ class WallBudget:
         return steps
 
 
+def _run_info(dev: torch.device, batch: int, lr: float) -> Dict:
+    """What a stage's checkpoint records about how it ran (the model card reports it)."""
+    return {"batch": batch, "lr": lr, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "torch": torch.__version__}
+
+
 def lr_at(step: int, total: int, base: float, warmup: int, final_frac: float = 0.1) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -131,11 +137,11 @@ def _config(args) -> PriorConfig:
         pn = tuple(int(v) for v in args.patch_nums.split(","))
         cfg.tokenizer.patch_nums = pn
         cfg.transformer.patch_nums = pn
-    if getattr(args, "tokenizer_ch", None):
+    if args.tokenizer_ch:
         cfg.tokenizer.ch = args.tokenizer_ch
-    if getattr(args, "tokenizer_res_blocks", None):
+    if args.tokenizer_res_blocks:
         cfg.tokenizer.num_res_blocks = args.tokenizer_res_blocks
-    if getattr(args, "decoder_ch", None):
+    if args.decoder_ch:
         cfg.tokenizer.decoder_ch = args.decoder_ch
     return cfg
 
@@ -264,6 +270,7 @@ def load_tokenizer_from_ckpt(out: Path, cfg: PriorConfig) -> Prior:
         state.update(torch.load(out / "decoder_ckpt.pt", map_location="cpu", weights_only=False)["model"])
     prior.tokenizer.load_state_dict(state)
     prior.tokenizer.eval()
+    prior.metadata["decoder_history"] = ck.get("decoder_history", [])  # earlier decoder runs (--init-weights)
     return prior
 
 
@@ -338,10 +345,8 @@ def train_decoder(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: 
         raise ValueError(f"{out / 'tokens_train.npz'} holds {len(tokens)} token maps but the training split has "
                          f"{len(images)} images: run the decoder stage with the same --shards/--limit as `tokenize`")
     tokens = tokens[:len(images)]
-    start = torch.load(out / "tokenizer_ckpt.pt", map_location="cpu", weights_only=False)
-    run_info = {"batch": batch, "lr": lr, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-                "torch": torch.__version__, "train_images": len(images),
-                "history": start.get("decoder_history", [])}  # earlier decoder runs this one continues
+    run_info = {**_run_info(dev, batch, lr), "train_images": len(images),
+                "history": prior.metadata["decoder_history"]}  # earlier decoder runs this one continues
     pn = cfg.tokenizer.patch_nums
     q = tok.quantize
     log = CsvLog(out / "decoder_log.csv", ["step", "elapsed_s", "lr", "loss", "psnr"])
@@ -426,8 +431,7 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
     if holdout and (out / "transformer_best.pt").exists():
         best = torch.load(out / "transformer_best.pt", map_location="cpu", weights_only=False)["holdout_nll"]
     budget = WallBudget(minutes, step, "transformer")
-    run_info = {"batch": batch, "lr": lr, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-                "torch": torch.__version__}
+    run_info = _run_info(dev, batch, lr)
     while step < steps:
         steps = budget.steps(step, steps)
         bar.total = steps
