@@ -15,7 +15,7 @@ ifeq ($(origin VARLIB_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: all test venv prior prior-gpu prior-report-gpu diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
+.PHONY: all test venv prior prior-gpu prior-report-gpu prior-levers diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
 .DEFAULT_GOAL := help
 
 help:
@@ -27,6 +27,7 @@ help:
 	@echo "make screenshots      PNG screenshots of the HTML reports (headless chromium)"
 	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2.3 h)"
 	@echo "make prior-gpu        tiny64-gpu: tiny64's encoder + a decoder and a transformer trained on a CUDA device (~13 min)"
+	@echo "make prior-levers     tokenizer capacity levers: tiny64's tokenizer continued 4 ways, scored (2-core CPU, ~1.2 h)"
 	@echo "make diffusion-prior  retrain the embedded diffusion prior (2-core CPU, ~1 h; DIFFUSION_STEPS=...)"
 	@echo "make diffusion-report its samples and held-out denoising figures (results/prior/diffusion_*)"
 	@echo "make figures          operators figure + both priors' figures (results/figures, results/prior)"
@@ -75,6 +76,21 @@ prior-gpu: $(VENV)/.stamp
 prior-report-gpu: $(VENV)/.stamp
 	$(PY) -m varlib.prior_report --prior tiny64-gpu --run $(GPU_RUN) --decoder-run $(GPU_DECODER_RUN) \
 		--out results/prior/tiny64-gpu
+
+# tokenizer capacity levers (README, "Tokenizer capacity levers"): tiny64's whole tokenizer continued
+# LEVER_STEPS more steps on one thread each way (about 25-35 min per run, two at a time on 2 cores),
+# then scored side by side on 500 held-out images (results/prior/tokenizer_levers.*)
+LEVER_RUNS ?= runs/levers
+LEVER_STEPS ?= 1000
+LEVER_TRAIN = OMP_NUM_THREADS=1 $(PY) -m varlib.train tokenizer --init-weights tiny64 --steps $(LEVER_STEPS) \
+	--lr 3e-4 --threads 1
+prior-levers: $(VENV)/.stamp
+	$(LEVER_TRAIN) --out $(LEVER_RUNS)/ctrl & first=$$!; \
+	$(LEVER_TRAIN) --out $(LEVER_RUNS)/rep16 --patch-nums 1,2,4,8,16,16 && wait $$first
+	$(LEVER_TRAIN) --out $(LEVER_RUNS)/v4096 --vocab-size 4096 & first=$$!; \
+	$(LEVER_TRAIN) --out $(LEVER_RUNS)/v4096_rep16 --patch-nums 1,2,4,8,16,16 --vocab-size 4096 && wait $$first
+	$(PY) -m varlib.prior_report --out results/prior --levers $(LEVER_RUNS)/ctrl $(LEVER_RUNS)/rep16 \
+		$(LEVER_RUNS)/v4096 $(LEVER_RUNS)/v4096_rep16
 
 # the embedded diffusion prior for dps / diffpir (resumable; the shipped weights: see their model card)
 DIFFUSION_STEPS ?= 2600

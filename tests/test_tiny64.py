@@ -225,6 +225,65 @@ def test_decoder_of_another_width_on_the_shipped_tokens(tmp_path):
     assert "71 steps of batch 4 on the first 32 training images" in lines[1] and "NVIDIA H200" in lines[1]
 
 
+def test_continuation_state_grows_the_codebook_and_refuses_other_changes():
+    from varlib.prior import build_prior
+    from varlib.prior.configs import test_config
+    from varlib.train import continuation_state
+    src = build_prior(test_config((1, 2, 4))).tokenizer.state_dict()
+    grown_cfg = test_config((1, 2, 4, 4))
+    grown_cfg.tokenizer.vocab_size = 80
+    own = build_prior(grown_cfg).tokenizer.state_dict()
+    state = continuation_state(src, own)
+    emb = state["quantize.embedding.weight"]
+    assert emb.shape == (80, 8)
+    assert torch.equal(emb[:64], src["quantize.embedding.weight"]) and torch.equal(emb[64:], own["quantize.embedding.weight"][64:])
+    assert state["quantize.ema_vocab_hit_SV"].shape == (4, 80)
+    assert torch.equal(state["encoder.conv_in.weight"], src["encoder.conv_in.weight"])
+    wider = test_config((1, 2, 4))
+    wider.tokenizer.Cvae = 12
+    with pytest.raises(ValueError, match="only the schedule and a larger codebook may change"):
+        continuation_state(src, build_prior(wider).tokenizer.state_dict())
+
+
+@needs_data
+def test_tokenizer_continuation_starts_from_the_shipped_tokenizer(tmp_path):
+    """tokenizer --init-weights continues the whole shipped tokenizer (the capacity experiment): with a
+    repeated final scale and a grown codebook it starts at the shipped fidelity or above, not from scratch,
+    records what it continued, and resumes."""
+    from varlib.prior.configs import PriorConfig
+    from varlib.train import evaluate_tokenizer, load_tokenizer_from_ckpt, main
+    out = tmp_path / "cont"
+    args = ["tokenizer", "--init-weights", "tiny64", "--out", str(out), "--patch-nums", "1,2,4,8,16,16",
+            "--vocab-size", "1100", "--shards", "0", "--limit", "32", "--batch", "4", "--lr", "1e-7"]
+    main([*args, "--steps", "1"])
+    ck = torch.load(out / "tokenizer_ckpt.pt", weights_only=False)
+    assert ck["step"] == 1 and ck["init_weights"] == "tiny64" and ck["init_steps"] == 3000
+    cfg = PriorConfig.from_dict(ck["config"])
+    assert cfg.tokenizer.patch_nums == (1, 2, 4, 8, 16, 16) and cfg.tokenizer.vocab_size == 1100
+    shipped = load_prior("tiny64")
+    continued = load_tokenizer_from_ckpt(out, cfg)
+    torch.testing.assert_close(continued.tokenizer.quantize.embedding.weight[:1024],
+                               shipped.tokenizer.quantize.embedding.weight, atol=1e-4, rtol=0)
+    base, more = evaluate_tokenizer(shipped, 24), evaluate_tokenizer(continued, 24)
+    assert more["psnr"] > base["psnr"] + 0.2, (more["psnr"], base["psnr"])  # a second 16x16 residual layer
+    assert len(more["psnr_per_scales"]) == 6
+    main([*args, "--steps", "2"])
+    ck = torch.load(out / "tokenizer_ckpt.pt", weights_only=False)
+    assert ck["step"] == 2 and ck["init_weights"] == "tiny64"
+    # the capacity table scores it beside the shipped tokenizer on the same held-out images
+    from varlib.prior_report import tokenizer_levers
+    table = tokenizer_levers([out], tmp_path / "report", n_images=24)
+    assert list(table["tokens_per_image"]) == [341, 597] and list(table["continued_steps"]) == [0, 2]
+    assert table["bits_per_image"][1] == round(597 * np.log2(1100))
+    assert table["tokenizer_psnr_db"][1] > table["tokenizer_psnr_db"][0] + 0.2
+    assert table["transformer_step_s"][1] > table["transformer_step_s"][0]  # 597 tokens against 341
+    assert (tmp_path / "report" / "tokenizer_levers.png").exists()
+    with pytest.raises(ValueError, match="not a tokenizer continuation"):
+        scratch = tmp_path / "scratch"
+        main(["tokenizer", "--out", str(scratch), "--shards", "0", "--limit", "8", "--batch", "4", "--steps", "1"])
+        tokenizer_levers([scratch], tmp_path / "report", n_images=8)
+
+
 def test_missing_source_run_is_explained(tmp_path):
     from varlib.train import main
     with pytest.raises(FileNotFoundError, match="tokenizer_ckpt.pt, tokens_train.npz missing.*make prior"):

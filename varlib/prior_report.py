@@ -6,6 +6,7 @@ Reads the run directory written by :mod:`varlib.train` (logs, checkpoints, metri
 shipped weights, and draws: held-out reconstructions with PSNR, the coarse-to-fine PSNR curve,
 training curves, the per-scale NLL against the baselines, class-conditional samples (two
 guidance values) and class-agnostic samples, and the schedule trade-off table.
+``--levers RUN ...`` instead scores tokenizer continuations (``make prior-levers``) side by side.
 """
 from __future__ import annotations
 
@@ -215,9 +216,7 @@ def _measure_schedules(prior: Prior, n_images: int = 200, steps: int = 3, batch:
     training steps (batch 32, bf16 autocast, this machine's threads) of the shipped transformer size.
     """
     import copy
-    import torch.nn.functional as F
     from .data import read_tinyimagenet
-    from .prior import build_prior
     x, _, _ = read_tinyimagenet("val", limit=n_images)
     x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
     rows = []
@@ -225,27 +224,95 @@ def _measure_schedules(prior: Prior, n_images: int = 200, steps: int = 3, batch:
         cfg = copy.deepcopy(prior.config)
         cfg.tokenizer.patch_nums = pn
         cfg.transformer.patch_nums = pn
-        L = sum(p * p for p in pn)
         psnr = _tokenizer_psnr_with_schedule(prior, x, pn)
-        torch.manual_seed(0)
-        tr = build_prior(cfg).transformer.train()
-        opt = torch.optim.AdamW(tr.parameters(), 1e-4)
-        seq = torch.randint(0, tr.V, (batch, L))
-        lab = torch.randint(0, tr.num_classes, (batch,))
-        xin = torch.randn(batch, L - 1, tr.Cvae)
-        times = []
-        for i in range(steps + 1):
-            t = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = tr(lab, xin)
-            loss = F.cross_entropy(logits.float().reshape(-1, tr.V), seq.reshape(-1))
-            opt.zero_grad(); loss.backward(); opt.step()
-            times.append(time.perf_counter() - t)
-        step_s = float(np.median(times[1:]))
-        rows.append({"schedule": name, "scales": len(pn), "tokens_per_image": L,
+        step_s = transformer_step_seconds(cfg, steps, batch)
+        rows.append({"schedule": name, "scales": len(pn), "tokens_per_image": sum(p * p for p in pn),
                      "tokenizer_psnr_db": round(psnr, 2), "transformer_step_s": round(step_s, 2),
                      "train_images_per_hour": int(batch * 3600 / step_s)})
     return pd.DataFrame(rows)
+
+
+def transformer_step_seconds(cfg, steps: int = 3, batch: int = 32) -> float:
+    """Median seconds of a transformer training step of ``cfg``'s size on random tokens (batch ``batch``,
+    bf16 autocast, this machine's threads), after one warm-up step."""
+    import torch.nn.functional as F
+    from .prior import build_prior
+    torch.manual_seed(0)
+    tr = build_prior(cfg).transformer.train()
+    L = sum(p * p for p in cfg.transformer.patch_nums)
+    opt = torch.optim.AdamW(tr.parameters(), 1e-4)
+    seq = torch.randint(0, tr.V, (batch, L))
+    lab = torch.randint(0, tr.num_classes, (batch,))
+    xin = torch.randn(batch, L - 1, tr.Cvae)
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = tr(lab, xin)
+        loss = F.cross_entropy(logits.float().reshape(-1, tr.V), seq.reshape(-1))
+        opt.zero_grad(); loss.backward(); opt.step()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[1:]))
+
+
+TOKENIZER_TARGET_DB = 24.0  # issue 10: held-out tokenizer PSNR of the CPU recipe
+
+
+def tokenizer_levers(runs: List[Path], out: Path, base_prior: str = "tiny64", n_images: int = 500) -> pd.DataFrame:
+    """Tokenizer capacity levers at equal training: continuations of ``base_prior``'s tokenizer
+    (``python -m varlib.train tokenizer --init-weights tiny64 --patch-nums ... --vocab-size ... --steps N``),
+    each scored on the same held-out images beside the shipped tokenizer. Bits per image are the
+    tokens' raw code length (tokens x log2 codebook size); the transformer step time is measured here
+    for the prior's transformer size on each run's schedule and codebook.
+    Writes ``tokenizer_levers.{csv,md,png,pdf}`` under ``out``."""
+    from .prior.configs import PriorConfig
+    from .train import evaluate_tokenizer, load_tokenizer_from_ckpt
+    base = load_prior(base_prior)
+    entries = [(f"{base_prior} (shipped)", base, {})]
+    for run in runs:
+        ck = torch.load(Path(run) / "tokenizer_ckpt.pt", map_location="cpu", weights_only=False)
+        if "init_weights" not in ck:
+            raise ValueError(f"{run} is not a tokenizer continuation (no init_weights in its tokenizer_ckpt.pt); "
+                             f"make one with `python -m varlib.train tokenizer --init-weights {base_prior} ...`")
+        cfg = PriorConfig.from_dict(ck["config"])
+        entries.append((Path(run).name, load_tokenizer_from_ckpt(Path(run), cfg),
+                        {"continued_steps": ck["step"], "continued_wall_min": round(ck.get("elapsed", 0.0) / 60, 1)}))
+    rows, step_times = [], {}
+    for name, prior, extra in entries:
+        tk = evaluate_tokenizer(prior, n_images)
+        pn, vocab = prior.patch_nums, prior.config.tokenizer.vocab_size
+        tokens = sum(p * p for p in pn)
+        if (pn, vocab) not in step_times:  # one timing per transformer shape; 8 steps tame the noise
+            step_times[pn, vocab] = transformer_step_seconds(prior.config, steps=8)
+        step_s = step_times[pn, vocab]
+        rows.append({"run": name, "schedule": ",".join(map(str, pn)), "codebook": vocab, "tokens_per_image": tokens,
+                     "bits_per_image": int(round(tokens * np.log2(vocab))), "continued_steps": extra.get("continued_steps", 0),
+                     "continued_wall_min": extra.get("continued_wall_min", 0.0), "tokenizer_psnr_db": round(tk["psnr"], 2),
+                     "codes_used_val": tk["codes_used_val"], "transformer_step_s": round(step_s, 2)})
+    df = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "tokenizer_levers.csv.tmp"
+    df.to_csv(tmp, index=False)
+    tmp.replace(out / "tokenizer_levers.csv")
+    (out / "tokenizer_levers.md").write_text(df.to_markdown(index=False))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.scatter(df["bits_per_image"], df["tokenizer_psnr_db"], s=60 * df["transformer_step_s"] / df["transformer_step_s"].min())
+    for _, r in df.iterrows():
+        ax.annotate(f"{r['run']}\n{r['schedule']} x {r['codebook']} codes, {r['transformer_step_s']} s/step",
+                    (r["bits_per_image"], r["tokenizer_psnr_db"]), textcoords="offset points", xytext=(6, -4), fontsize=6.5)
+    ax.set_xlabel("bits per image (tokens x log2 codebook size)")
+    ax.set_ylabel(f"tokenizer PSNR (dB), {n_images} held-out images")
+    ax.axhline(TOKENIZER_TARGET_DB, color="grey", ls="--", lw=1)
+    ax.annotate(f"target of the CPU recipe, {TOKENIZER_TARGET_DB:g} dB", (df["bits_per_image"].min() - 250, TOKENIZER_TARGET_DB),
+                textcoords="offset points", xytext=(0, -10), fontsize=7, color="grey")
+    ax.set_xlim(df["bits_per_image"].min() - 300, df["bits_per_image"].max() + 2500)
+    ax.set_ylim(top=max(TOKENIZER_TARGET_DB, df["tokenizer_psnr_db"].max()) + 0.2)
+    ax.set_title(f"Tokenizer capacity levers: {base_prior}'s tokenizer continued {df['continued_steps'].max()} more steps each\n"
+                 "(marker area = transformer training step time, batch 32, this CPU)", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, out, "tokenizer_levers")
+    return df
 
 
 def transformer_nll_summary(metrics: Dict) -> Dict:
@@ -330,8 +397,14 @@ def main(argv=None) -> None:
                          "'1,2,4,6,8,12,16=results/prior/schedule_runs/1-2-4-6-8-12-16/metrics.json'")
     ap.add_argument("--decoder-run", default=None,
                     help="a decoder run that continued --run's decoder (make prior-gpu: runs/tiny64-gpu-decoder)")
+    ap.add_argument("--levers", nargs="+", default=None, metavar="RUN",
+                    help="only the tokenizer capacity table: score these continuations of --prior's tokenizer "
+                         "(python -m varlib.train tokenizer --init-weights ...) beside it")
     a = ap.parse_args(argv)
     out, run = Path(a.out), Path(a.run)
+    if a.levers:
+        print(tokenizer_levers([Path(r) for r in a.levers], out, a.prior).to_string())
+        return
     prior = load_prior(a.prior)
     metrics = prior.metadata.get("metrics") or json.loads((run / "metrics.json").read_text())
     reconstructions_figure(prior, out)

@@ -143,6 +143,9 @@ def _config(args) -> PriorConfig:
         cfg.tokenizer.num_res_blocks = args.tokenizer_res_blocks
     if args.decoder_ch:
         cfg.tokenizer.decoder_ch = args.decoder_ch
+    if args.vocab_size:
+        cfg.tokenizer.vocab_size = args.vocab_size
+        cfg.transformer.vocab_size = args.vocab_size
     return cfg
 
 
@@ -150,15 +153,30 @@ def _config(args) -> PriorConfig:
 def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                     shards: Optional[List[int]] = None, limit: Optional[int] = None, ckpt_every: int = 200,
                     restart_every: int = 100, bf16: bool = True, device: str = "cpu",
-                    minutes: Optional[float] = None) -> Path:
-    """Multi-scale VQ tokenizer on the training images (``tokenizer_ckpt.pt``); ``minutes``: see :class:`WallBudget`."""
+                    minutes: Optional[float] = None, init_weights: Optional[str] = None) -> Path:
+    """Multi-scale VQ tokenizer on the training images (``tokenizer_ckpt.pt``); ``minutes``: see :class:`WallBudget`.
+
+    ``init_weights``: continue a shipped prior's tokenizer (all of it, fresh optimizer) for ``steps`` more
+    steps instead of starting from scratch; ``cfg`` may change its schedule or enlarge its codebook
+    (:func:`continuation_state`). A capacity experiment: the new token maps need a new transformer."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "tokenizer_ckpt.pt"
     torch.manual_seed(seed)
     dev = torch.device(device)
     prior = build_prior(cfg)
-    tok = prior.tokenizer.to(dev).train()
+    tok = prior.tokenizer
+    run_info = _run_info(dev, batch, lr)
+    if init_weights and not ckpt_path.exists():
+        from .prior.loading import load_prior
+        src = load_prior(init_weights)  # verifies the checksums
+        tok.load_state_dict(continuation_state(src.tokenizer.state_dict(), tok.state_dict()))
+        run_info.update(init_weights=init_weights,
+                         init_steps=int(src.metadata.get("metrics", {}).get("tokenizer", {}).get("steps", 0)))
+    tok = tok.to(dev).train()
     opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    if ckpt_path.exists():  # a resumed continuation keeps its origin
+        run_info.update({k: v for k, v in torch.load(ckpt_path, map_location="cpu", weights_only=False).items()
+                          if k in ("init_weights", "init_steps")})
     step, elapsed0 = _resume(ckpt_path, opt, tok)
     if step >= steps:
         return ckpt_path
@@ -205,9 +223,29 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
         bar.update(1)
         if step % ckpt_every == 0 or step == steps:
             _atomic_save({"model": tok.state_dict(), "opt": opt.state_dict(), "step": step,
-                          "elapsed": elapsed0 + time.time() - t0, "config": cfg.to_dict()}, ckpt_path)
+                          "elapsed": elapsed0 + time.time() - t0, "config": cfg.to_dict(), **run_info}, ckpt_path)
     bar.close()
     return ckpt_path
+
+
+def continuation_state(src: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A trained tokenizer's state dict fitted to another schedule or a larger codebook of the same
+    architecture: code-usage statistics start afresh, the trained codes are kept as the first codes and
+    the extra ones keep their fresh initialisation (the dead-code restarts seed them with residuals)."""
+    state = dict(src)
+    for key, value in own.items():
+        if key not in state or state[key].shape == value.shape:
+            continue
+        if key.endswith("ema_vocab_hit_SV"):
+            state[key] = value
+        elif key.endswith("embedding.weight") and value.shape[1] == state[key].shape[1] and value.shape[0] > state[key].shape[0]:
+            grown = value.clone()
+            grown[:state[key].shape[0]] = state[key]
+            state[key] = grown
+        else:
+            raise ValueError(f"cannot continue tokenizer weights: {key} has shape {tuple(state[key].shape)}, the "
+                             f"configuration needs {tuple(value.shape)}; only the schedule and a larger codebook may change")
+    return state
 
 
 @torch.no_grad()
@@ -672,7 +710,7 @@ def evaluate(out: Path, cfg: PriorConfig) -> Dict:
         ck = torch.load(path, map_location="cpu", weights_only=False)
         metrics[stage]["steps"] = ck["step"]
         metrics[stage]["train_wall_s"] = round(ck.get("elapsed", 0.0), 1)
-        for key in ("batch", "lr", "device", "torch", "holdout", "holdout_nll"):
+        for key in ("batch", "lr", "device", "torch", "holdout", "holdout_nll", "init_weights", "init_steps"):
             if key in ck:
                 metrics[stage][key] = ck[key]
     if tr_path.name == "transformer_best.pt" and (out / "transformer_log.csv").exists():
@@ -732,7 +770,8 @@ def model_card(prior: Prior, metrics: Optional[Dict], dest: Path) -> str:
         tk, tr, sm = metrics["tokenizer"], metrics["transformer"], metrics.get("sampling_cpu", {})
         where = "2-core CPU" if tr.get("device", "cpu") == "cpu" else f"2-core CPU and one {tr['device']}"
         lines += [f"## Training ({where}, bf16 autocast)", "",
-                  f"- Tokenizer: {tk['steps']} steps of batch 32, AdamW lr 1e-3 cosine to 1e-4, L1 + L2 + VQ loss, "
+                  f"- Tokenizer: {_continued(tk)}{tk['steps']} steps of batch {tk.get('batch', 32)}, AdamW lr "
+                  f"{_sci(tk.get('lr', 1e-3))} cosine to {_sci(tk.get('lr', 1e-3) / 10)}, L1 + L2 + VQ loss, "
                   f"dead-code restarts every 100 steps; {tk['train_wall_s'] / 60:.0f} min wall.",
                   *decoder_card_lines(tk),
                   *transformer_card_lines(tr),
@@ -768,6 +807,11 @@ def model_card(prior: Prior, metrics: Optional[Dict], dest: Path) -> str:
               "Loading verifies these checksums; a corrupted or missing file is refused with the command that rebuilds "
               "it (`make prior`). Weights are stored in fp16 and loaded as fp32.", ""]
     return "\n".join(lines)
+
+
+def _continued(tk: Dict) -> str:
+    """Model-card prefix of a tokenizer continued from shipped weights (``tokenizer --init-weights``)."""
+    return f"{tk['init_weights']}'s tokenizer ({tk.get('init_steps', '?')} steps) continued " if "init_weights" in tk else ""
 
 
 def _sci(v: float) -> str:
@@ -835,6 +879,8 @@ def main(argv=None) -> None:
                     help="override the tokenizer's residual blocks per level")
     ap.add_argument("--decoder-ch", type=int, default=None,
                     help="decoder stage: a decoder of this base width, trained from scratch on the frozen tokens")
+    ap.add_argument("--vocab-size", type=int, default=None,
+                    help="override the codebook size (with tokenizer --init-weights: grow the shipped codebook)")
     ap.add_argument("--steps", type=int, default=None, help="steps of the chosen stage (default: the recipe)")
     ap.add_argument("--tokenizer-steps", type=int, default=None)
     ap.add_argument("--decoder-steps", type=int, default=None)
@@ -858,7 +904,8 @@ def main(argv=None) -> None:
     ap.add_argument("--from", dest="from_run", default=None,
                     help="start --out from another run's tokenizer, decoder and token maps (e.g. the GPU recipe)")
     ap.add_argument("--init-weights", default=None,
-                    help="start --out from a shipped prior's tokenizer (e.g. tiny64), for the decoder stage")
+                    help="start --out from a shipped prior's tokenizer (e.g. tiny64): the decoder stage continues its "
+                         "decoder on its tokens; the tokenizer stage continues all of it, for --steps more steps")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -868,7 +915,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if a.from_run:
         seed_run(Path(a.from_run), out)
-    if a.init_weights:
+    if a.init_weights and a.stage not in ("tokenizer", "all"):  # those continue the whole tokenizer instead
         init_from_weights(out, a.init_weights)
     shards = [int(s) for s in a.shards.split(",")] if a.shards else None
     tok_steps = a.tokenizer_steps or (a.steps if a.stage == "tokenizer" else None) or recipe["tokenizer_steps"]
@@ -878,7 +925,7 @@ def main(argv=None) -> None:
     bf16 = not a.no_bf16
     if a.stage in ("tokenizer", "all"):
         train_tokenizer(out, cfg, tok_steps, a.batch, a.lr or 1e-3, a.seed, shards, a.limit, bf16=bf16, device=a.device,
-                        minutes=a.minutes)
+                        minutes=a.minutes, init_weights=a.init_weights)
     if a.stage in ("tokenize", "all"):
         tokenize_split(out, cfg, "train", shards, a.limit, device=a.device)
     if a.stage in ("decoder", "all") and dec_steps > 0:
