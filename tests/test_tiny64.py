@@ -278,6 +278,8 @@ def test_tokenizer_continuation_starts_from_the_shipped_tokenizer(tmp_path):
     assert table["tokenizer_psnr_db"][1] > table["tokenizer_psnr_db"][0] + 0.2
     assert table["transformer_step_s"][1] > table["transformer_step_s"][0]  # 597 tokens against 341
     assert (tmp_path / "report" / "tokenizer_levers.png").exists()
+    with pytest.raises(ValueError, match="continued tiny64's tokenizer, not tiny64-gpu's: pass --prior tiny64"):
+        tokenizer_levers([out], tmp_path / "report", base_prior="tiny64-gpu", n_images=8)
     with pytest.raises(ValueError, match="not a tokenizer continuation"):
         scratch = tmp_path / "scratch"
         main(["tokenizer", "--out", str(scratch), "--shards", "0", "--limit", "8", "--batch", "4", "--steps", "1"])

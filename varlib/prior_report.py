@@ -274,6 +274,9 @@ def tokenizer_levers(runs: List[Path], out: Path, base_prior: str = "tiny64", n_
         if "init_weights" not in ck:
             raise ValueError(f"{run} is not a tokenizer continuation (no init_weights in its tokenizer_ckpt.pt); "
                              f"make one with `python -m varlib.train tokenizer --init-weights {base_prior} ...`")
+        if ck["init_weights"] != base_prior:
+            raise ValueError(f"{run} continued {ck['init_weights']}'s tokenizer, not {base_prior}'s: pass --prior "
+                             f"{ck['init_weights']} to compare it with the tokenizer it started from")
         cfg = PriorConfig.from_dict(ck["config"])
         entries.append((Path(run).name, load_tokenizer_from_ckpt(Path(run), cfg),
                         {"continued_steps": ck["step"], "continued_wall_min": round(ck.get("elapsed", 0.0) / 60, 1)}))
