@@ -49,14 +49,15 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def _resume(ckpt_path: Path, opt: torch.optim.Optimizer, model: Optional[torch.nn.Module] = None) -> tuple:
-    """(step, elapsed seconds) of the stage's checkpoint, loading its optimizer (and model) state; (0, 0) if none."""
+    """(step, elapsed seconds, the checkpoint dict) of the stage's checkpoint, loading its optimizer (and
+    model) state; (0, 0, {}) if none."""
     if not ckpt_path.exists():
-        return 0, 0.0
+        return 0, 0.0, {}
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     if model is not None:
         model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["opt"])
-    return ck["step"], ck.get("elapsed", 0.0)
+    return ck["step"], ck.get("elapsed", 0.0), ck
 
 
 class CsvLog:
@@ -174,10 +175,8 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
                          init_steps=int(src.metadata.get("metrics", {}).get("tokenizer", {}).get("steps", 0)))
     tok = tok.to(dev).train()
     opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    if ckpt_path.exists():  # a resumed continuation keeps its origin
-        run_info.update({k: v for k, v in torch.load(ckpt_path, map_location="cpu", weights_only=False).items()
-                          if k in ("init_weights", "init_steps")})
-    step, elapsed0 = _resume(ckpt_path, opt, tok)
+    step, elapsed0, ck = _resume(ckpt_path, opt, tok)
+    run_info.update({k: v for k, v in ck.items() if k in ("init_weights", "init_steps")})  # a resumed continuation
     if step >= steps:
         return ckpt_path
     images, _ = load_train_images(shards, limit)
@@ -274,15 +273,13 @@ def init_from_weights(out: Path, name: str) -> Path:
     """Start run ``out`` from a shipped prior's tokenizer (encoder, codebook and fine-tuned decoder): writes
     ``tokenizer_ckpt.pt`` (no optimizer state) unless the run has one. The decoder stage then continues that
     decoder with a fresh optimizer, and the tokens are the shipped prior's, so its transformer stays valid."""
-    from .prior.loading import PACKAGE_WEIGHTS, load_prior
+    from .prior.loading import load_prior
     path = out / "tokenizer_ckpt.pt"
     if path.exists():
         return path
     out.mkdir(parents=True, exist_ok=True)
-    prior = load_prior(name)  # verifies the checksums
-    src = Path(name) if Path(name).is_dir() else PACKAGE_WEIGHTS / name
-    card = json.loads((src / "metrics.json").read_text()) if (src / "metrics.json").exists() else {}
-    tk = card.get("tokenizer", {})
+    prior = load_prior(name)  # verifies the checksums; metadata["metrics"] is its metrics.json
+    tk = prior.metadata.get("metrics", {}).get("tokenizer", {})
     history = list(tk.get("decoder_history", [])) + ([{
         "steps": tk["decoder_finetune_steps"], "wall_s": tk.get("decoder_finetune_wall_s"),
         "batch": tk.get("decoder_batch", 32), "lr": tk.get("decoder_lr", 6e-4), "device": tk.get("decoder_device", "cpu"),
@@ -371,7 +368,7 @@ def train_decoder(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: 
         p.requires_grad_(n.startswith(DECODER_PARTS))
     tok.decoder.train()
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    step, elapsed0 = _resume(ckpt_path, opt)  # the decoder weights came with load_tokenizer_from_ckpt
+    step, elapsed0, _ = _resume(ckpt_path, opt)  # the decoder weights came with load_tokenizer_from_ckpt
     if step >= steps:
         return ckpt_path
     data = np.load(out / "tokens_train.npz")
@@ -445,7 +442,7 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
     no_decay = [p for n, p in tr.named_parameters() if not (p.ndim >= 2 and "emb" not in n and "pos" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.95))
-    step, elapsed0 = _resume(ckpt_path, opt, tr)
+    step, elapsed0, _ = _resume(ckpt_path, opt, tr)
     if step >= steps:
         return ckpt_path
     data = np.load(out / "tokens_train.npz")
