@@ -326,3 +326,55 @@ def test_tuned_settings_fall_back_to_the_prior_sharing_the_tokenizer(tmp_path, m
     path.write_text(json.dumps(table))
     assert solver.resolve_settings("default", "sr4", 5, "tiny64-gpu")["injection_depth"] == 3
     assert solver.resolve_settings("default", "sr4", 5, "test")["injection_depth"] != 4  # no fallback
+
+
+def test_crop_schedule_and_random_crops():
+    from varlib.train import crop_schedule, random_crops
+    assert crop_schedule((1, 2, 4, 8, 16), 64, 32, 4) == (1, 1, 2, 4, 8)
+    assert crop_schedule((1, 2, 4, 8, 16), 64, 48, 4) == (1, 2, 3, 6, 12)
+    for bad in (30, 64, 0):
+        with pytest.raises(ValueError, match="multiple of the tokenizer's down-sampling"):
+            crop_schedule((1, 2, 4, 8, 16), 64, bad, 4)
+    x = torch.arange(2 * 3 * 64 * 64, dtype=torch.float32).view(2, 3, 64, 64)
+    crops = random_crops(x, 32, 4, torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 3, 32, 32)
+    for i in range(2):  # each crop is a window of its own image, on the latent grid
+        oy, ox = divmod(int(crops[i, 0, 0, 0] - x[i, 0, 0, 0]), 64)
+        assert oy % 4 == 0 and ox % 4 == 0
+        assert torch.equal(crops[i], x[i, :, oy:oy + 32, ox:ox + 32])
+    again = random_crops(x, 32, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(crops, again)
+
+
+@needs_data
+def test_tokenizer_training_choices_and_their_table(tmp_path):
+    """The training choices of the tokenizer ablation run end to end, are recorded in the checkpoint, are
+    named in the table's `change` column, and the table scores each run on the held-out images."""
+    from varlib.prior_report import recipe_changes, tokenizer_ablation
+    from varlib.train import main
+    common = ["tokenizer", "--shards", "0", "--limit", "32", "--batch", "4", "--steps", "2"]
+    runs = {"ref": [], "crop": ["--crop", "32"],
+            "mixed": ["--znorm", "--cvae", "8", "--loss", "l2", "--lr-schedule", "constant"]}
+    for name, extra in runs.items():
+        main([*common, "--out", str(tmp_path / name), *extra])
+    ck = torch.load(tmp_path / "mixed" / "tokenizer_ckpt.pt", weights_only=False)
+    assert ck["loss"] == "l2" and ck["lr_schedule"] == "constant" and ck["crop"] is None
+    assert ck["config"]["tokenizer"]["Cvae"] == 8 and ck["config"]["transformer"]["Cvae"] == 8
+    assert recipe_changes(ck) == "Cvae 8, cosine code look-up, l2 loss, constant lr"
+    ck_crop = torch.load(tmp_path / "crop" / "tokenizer_ckpt.pt", weights_only=False)
+    assert ck_crop["crop"] == 32 and recipe_changes(ck_crop) == "32 px crops"
+    table = tokenizer_ablation([tmp_path / n for n in runs], tmp_path / "report", n_images=8)
+    assert list(table["change"]) == ["tiny64 recipe", "32 px crops", "Cvae 8, cosine code look-up, l2 loss, constant lr"]
+    assert list(table["steps"]) == [2, 2, 2] and table["vs_first_db"][0] == 0
+    assert table["tokenizer_psnr_db"].between(5, 40).all()
+    assert table["coarse_to_fine_db"].str.count("/").eq(4).all()  # scored at 64 px with all five scales
+    assert (tmp_path / "report" / "tokenizer_ablation.png").exists()
+    with pytest.raises(ValueError, match="unknown tokenizer loss 'l3'"):
+        from varlib.train import train_tokenizer
+        from varlib.prior.configs import tiny64_config
+        train_tokenizer(tmp_path / "bad", tiny64_config(), 1, loss_kind="l3")
+    cont = tmp_path / "cont"
+    main(["tokenizer", "--init-weights", "tiny64", "--out", str(cont), "--shards", "0", "--limit", "8",
+          "--batch", "4", "--steps", "1", "--lr", "1e-7"])
+    with pytest.raises(ValueError, match="continued tiny64's tokenizer; .* --levers"):
+        tokenizer_ablation([cont], tmp_path / "report", n_images=8)

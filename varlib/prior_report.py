@@ -6,7 +6,8 @@ Reads the run directory written by :mod:`varlib.train` (logs, checkpoints, metri
 shipped weights, and draws: held-out reconstructions with PSNR, the coarse-to-fine PSNR curve,
 training curves, the per-scale NLL against the baselines, class-conditional samples (two
 guidance values) and class-agnostic samples, and the schedule trade-off table.
-``--levers RUN ...`` instead scores tokenizer continuations (``make prior-levers``) side by side.
+``--levers RUN ...`` instead scores tokenizer continuations (``make prior-levers``) side by side;
+``--ablation RUN ...`` scores short from-scratch tokenizer runs with other training choices (``make prior-ablation``).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from .prior import Prior, load_prior
 
@@ -318,6 +320,82 @@ def tokenizer_levers(runs: List[Path], out: Path, base_prior: str = "tiny64", n_
     return df
 
 
+ABLATION_FIELDS = ("Cvae", "vocab_size", "patch_nums", "ch", "num_res_blocks", "decoder_ch")
+
+
+def recipe_changes(ck: Dict, reference: str = "tiny64") -> str:
+    """What a tokenizer run (its ``tokenizer_ckpt.pt`` dict) changed from the ``reference`` recipe, in words."""
+    from .prior.configs import named_config
+    tok, ref = ck["config"]["tokenizer"], named_config(reference).tokenizer
+    changes = [f"{k} {tok[k]}" for k in ABLATION_FIELDS
+               if k in tok and (tuple(tok[k]) if isinstance(tok[k], list) else tok[k]) != getattr(ref, k)]
+    if tok.get("using_znorm") and not ref.using_znorm:
+        changes.append("cosine code look-up")
+    if ck.get("loss", "l1+l2") != "l1+l2":
+        changes.append(f"{ck['loss']} loss")
+    if ck.get("lr_schedule", "cosine") != "cosine":
+        changes.append(f"{ck['lr_schedule']} lr")
+    if ck.get("crop"):
+        changes.append(f"{ck['crop']} px crops")
+    if ck.get("lr", 1e-3) != 1e-3:
+        changes.append(f"lr {ck['lr']:g}")
+    return ", ".join(changes) or f"{reference} recipe"
+
+
+def tokenizer_ablation(runs: List[Path], out: Path, n_images: int = 500, reference: str = "tiny64") -> pd.DataFrame:
+    """Tokenizer training choices side by side: short from-scratch runs (``python -m varlib.train tokenizer
+    --steps N --loss/--lr-schedule/--znorm/--cvae/--crop ...``), each scored on the same held-out images.
+    The first run is the reference the others are compared with. Writes ``tokenizer_ablation.{csv,md,png,pdf}``."""
+    from .prior.configs import PriorConfig
+    from .train import evaluate_tokenizer, load_tokenizer_from_ckpt
+    rows, curves = [], {}
+    for run in tqdm(runs, desc="tokenizer runs", unit="run"):
+        run = Path(run)
+        ck = torch.load(run / "tokenizer_ckpt.pt", map_location="cpu", weights_only=False)
+        if "init_weights" in ck:
+            raise ValueError(f"{run} continued {ck['init_weights']}'s tokenizer; this table compares runs from "
+                             f"scratch (score continuations with --levers)")
+        tk = evaluate_tokenizer(load_tokenizer_from_ckpt(run, PriorConfig.from_dict(ck["config"])), n_images)
+        wall = ck.get("elapsed", 0.0)
+        rows.append({"run": run.name, "change": recipe_changes(ck, reference), "steps": ck["step"],
+                     "images_seen": ck["step"] * ck.get("batch", 32), "train_wall_min": round(wall / 60, 1),
+                     "s_per_step": round(wall / max(1, ck["step"]), 2), "tokenizer_psnr_db": round(tk["psnr"], 2),
+                     "coarse_to_fine_db": " / ".join(f"{v:.1f}" for v in tk["psnr_per_scales"]),
+                     "codes_used_val": f"{tk['codes_used_val']} of {tk['vocab_size']}"})
+        log = pd.read_csv(run / "tokenizer_log.csv")
+        curves[run.name] = (log["elapsed_s"] / 60, log["psnr"].rolling(10, min_periods=1).mean(), bool(ck.get("crop")))
+    df = pd.DataFrame(rows)
+    df.insert(7, "vs_first_db", (df["tokenizer_psnr_db"] - df["tokenizer_psnr_db"].iloc[0]).round(2))
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "tokenizer_ablation.csv.tmp"
+    df.to_csv(tmp, index=False)
+    tmp.replace(out / "tokenizer_ablation.csv")
+    (out / "tokenizer_ablation.md").write_text(df.to_markdown(index=False))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.15]})
+    order = df.sort_values("tokenizer_psnr_db")
+    labels = [f"{r['change']} ({r['steps']} steps, {r['train_wall_min']} min)" for _, r in order.iterrows()]
+    ax.barh(labels, order["tokenizer_psnr_db"], color=["C1" if i == 0 else "C0" for i in order.index])
+    ax.axvline(df["tokenizer_psnr_db"].iloc[0], color="C1", ls="--", lw=1)
+    for y, v in enumerate(order["tokenizer_psnr_db"]):
+        ax.annotate(f"{v:.2f}", (v, y), textcoords="offset points", xytext=(3, -3), fontsize=7)
+    lo = df["tokenizer_psnr_db"].min()
+    ax.set_xlim(lo - 1.0, df["tokenizer_psnr_db"].max() + 0.6)
+    ax.set_xlabel(f"tokenizer PSNR (dB), {n_images} held-out tinyimagenet-val images")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title("held-out fidelity at the end of each run (orange: first run, the reference)", fontsize=8)
+    for name, (minutes, psnr, cropped) in curves.items():
+        ax2.plot(minutes, psnr, ls="--" if cropped else "-", lw=1.2,
+                 label=name + (" (PSNR on its crops)" if cropped else ""))
+    ax2.set_xlabel("training wall time (min, this CPU)")
+    ax2.set_ylabel("training-batch PSNR (dB), mean of 10 logged steps")
+    ax2.set_title("training curves", fontsize=8)
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, out, "tokenizer_ablation")
+    return df
+
+
 def transformer_nll_summary(metrics: Dict) -> Dict:
     """Token-weighted held-out NLL of a trained transformer and of the unigram baseline (nats/token),
     nats per image, and the smallest per-scale margin over the better of unigram / copy-coarser."""
@@ -403,8 +481,14 @@ def main(argv=None) -> None:
     ap.add_argument("--levers", nargs="+", default=None, metavar="RUN",
                     help="only the tokenizer capacity table: score these continuations of --prior's tokenizer "
                          "(python -m varlib.train tokenizer --init-weights ...) beside it")
+    ap.add_argument("--ablation", nargs="+", default=None, metavar="RUN",
+                    help="only the tokenizer training-choice table: score these from-scratch tokenizer runs, the first "
+                         "being the reference (make prior-ablation)")
     a = ap.parse_args(argv)
     out, run = Path(a.out), Path(a.run)
+    if a.ablation:
+        print(tokenizer_ablation([Path(r) for r in a.ablation], out).to_string())
+        return
     if a.levers:
         print(tokenizer_levers([Path(r) for r in a.levers], out, a.prior).to_string())
         return

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -147,26 +147,62 @@ def _config(args) -> PriorConfig:
     if args.vocab_size:
         cfg.tokenizer.vocab_size = args.vocab_size
         cfg.transformer.vocab_size = args.vocab_size
+    if args.cvae:
+        cfg.tokenizer.Cvae = args.cvae
+        cfg.transformer.Cvae = args.cvae
+    if args.znorm:
+        cfg.tokenizer.using_znorm = True
     return cfg
+
+
+TOKENIZER_LOSSES = ("l1+l2", "l2", "l1")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def crop_schedule(patch_nums: Sequence[int], image_size: int, crop: int, downsample: int) -> Tuple[int, ...]:
+    """The scale schedule for a ``crop x crop`` training crop: each scale shrunk by crop / image_size (at
+    least 1), so the number of scales, their phi convolutions and the finest scale's resolution match."""
+    if crop % downsample or not 0 < crop < image_size:
+        raise ValueError(f"crop {crop} must be a multiple of the tokenizer's down-sampling ({downsample}) "
+                         f"and smaller than the image ({image_size} px); e.g. --crop {image_size // 2}")
+    return tuple(max(1, round(p * crop / image_size)) for p in patch_nums)
+
+
+def random_crops(x: torch.Tensor, crop: int, multiple: int, g: torch.Generator) -> torch.Tensor:
+    """One ``crop x crop`` window per image at offsets that are multiples of ``multiple`` (the latent grid)."""
+    B, _, H, W = x.shape
+    oy = torch.randint(0, (H - crop) // multiple + 1, (B,), generator=g) * multiple
+    ox = torch.randint(0, (W - crop) // multiple + 1, (B,), generator=g) * multiple
+    return torch.stack([x[i, :, oy[i]:oy[i] + crop, ox[i]:ox[i] + crop] for i in range(B)])
 
 
 # -- stage 1: tokenizer ----------------------------------------------------------------------------
 def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                     shards: Optional[List[int]] = None, limit: Optional[int] = None, ckpt_every: int = 200,
                     restart_every: int = 100, bf16: bool = True, device: str = "cpu",
-                    minutes: Optional[float] = None, init_weights: Optional[str] = None) -> Path:
+                    minutes: Optional[float] = None, init_weights: Optional[str] = None, loss_kind: str = "l1+l2",
+                    lr_schedule: str = "cosine", crop: Optional[int] = None) -> Path:
     """Multi-scale VQ tokenizer on the training images (``tokenizer_ckpt.pt``); ``minutes``: see :class:`WallBudget`.
+
+    ``loss_kind``: reconstruction loss, one of ``TOKENIZER_LOSSES`` (plus the VQ loss); ``lr_schedule``: cosine
+    decay to a tenth or constant after the warm-up; ``crop``: train on random ``crop x crop`` windows with the
+    schedule shrunk to them (:func:`crop_schedule`), fewer pixels per step for more steps per hour.
 
     ``init_weights``: continue a shipped prior's tokenizer (all of it, fresh optimizer) for ``steps`` more
     steps instead of starting from scratch; ``cfg`` may change its schedule or enlarge its codebook
     (:func:`continuation_state`). A capacity experiment: the new token maps need a new transformer."""
+    if loss_kind not in TOKENIZER_LOSSES:
+        raise ValueError(f"unknown tokenizer loss {loss_kind!r}; choose one of {', '.join(TOKENIZER_LOSSES)}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    train_pn = crop_schedule(cfg.tokenizer.patch_nums, cfg.image_size, crop, cfg.tokenizer.downsample) if crop else None
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "tokenizer_ckpt.pt"
     torch.manual_seed(seed)
     dev = torch.device(device)
     prior = build_prior(cfg)
     tok = prior.tokenizer
-    run_info = _run_info(dev, batch, lr)
+    run_info = {**_run_info(dev, batch, lr), "loss": loss_kind, "lr_schedule": lr_schedule, "crop": crop}
     if init_weights and not ckpt_path.exists():
         from .prior.loading import load_prior
         src = load_prior(init_weights)  # verifies the checksums
@@ -193,21 +229,26 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
         g = torch.Generator().manual_seed(seed * 7919 + step)  # on the CPU: the same draws on any device
         x = images[idx].float().div(255)
         flip = torch.rand(len(idx), generator=g) < 0.5
-        x = (torch.where(flip[:, None, None, None], x.flip(-1), x) * 2 - 1).to(dev)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x) * 2 - 1
+        if crop:
+            x = random_crops(x, crop, cfg.tokenizer.downsample, g)
+        x = x.to(dev)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup=min(100, steps // 10 + 1))
+            group["lr"] = lr_at(step, steps, lr, warmup=min(100, steps // 10 + 1),
+                                final_frac=1.0 if lr_schedule == "constant" else 0.1)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            rec, vq_loss, hits = tok(x)
+            rec, vq_loss, hits = tok(x, train_pn)
         rec = rec.float()
         l1 = (rec - x).abs().mean()
-        loss = l1 + F.mse_loss(rec, x) + vq_loss
+        l2 = F.mse_loss(rec, x)
+        loss = {"l1+l2": l1 + l2, "l2": l2, "l1": l1}[loss_kind] + vq_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         hits_window += torch.stack(hits).sum(0).float()
         step += 1
         if step % restart_every == 0:
-            _restart_dead_codes(tok, x, hits_window, g)
+            _restart_dead_codes(tok, x, hits_window, g, train_pn)
             used = int((hits_window > 0).sum())
             hits_window.zero_()
         else:
@@ -248,17 +289,20 @@ def continuation_state(src: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor
 
 
 @torch.no_grad()
-def _restart_dead_codes(tok, x: torch.Tensor, hits: torch.Tensor, g: torch.Generator) -> int:
-    """Re-initialise codes unused over the last window to residual vectors seen in this batch."""
+def _restart_dead_codes(tok, x: torch.Tensor, hits: torch.Tensor, g: torch.Generator,
+                        patch_nums: Optional[Sequence[int]] = None) -> int:
+    """Re-initialise codes unused over the last window to residual vectors seen in this batch
+    (``patch_nums``: the schedule of ``x``'s size, when it is a crop)."""
     dead = torch.nonzero(hits == 0).flatten()
     if len(dead) == 0:
         return 0
     q = tok.quantize
     f = tok.encode_latent(x).float()
     B, C, H, W = f.shape
-    SN = len(q.patch_nums)
+    patch_nums = tuple(patch_nums or q.patch_nums)
+    SN = len(patch_nums)
     rest, pool = f.clone(), []
-    for si, pn in enumerate(q.patch_nums):
+    for si, pn in enumerate(patch_nums):
         r = F.interpolate(rest, size=(pn, pn), mode="area") if si != SN - 1 else rest
         pool.append(r.permute(0, 2, 3, 1).reshape(-1, C))
         idx = q.nearest_codes(pool[-1]).view(B, pn, pn)
@@ -878,6 +922,14 @@ def main(argv=None) -> None:
                     help="decoder stage: a decoder of this base width, trained from scratch on the frozen tokens")
     ap.add_argument("--vocab-size", type=int, default=None,
                     help="override the codebook size (with tokenizer --init-weights: grow the shipped codebook)")
+    ap.add_argument("--cvae", type=int, default=None, help="override the latent and code dimension (tokenizer variant)")
+    ap.add_argument("--znorm", action="store_true",
+                    help="tokenizer variant: look codes up by cosine similarity (l2-normalised) instead of l2 distance")
+    ap.add_argument("--loss", default="l1+l2", choices=TOKENIZER_LOSSES, help="tokenizer: reconstruction loss")
+    ap.add_argument("--lr-schedule", default="cosine", choices=LR_SCHEDULES,
+                    help="tokenizer: cosine decay to a tenth after the warm-up, or constant")
+    ap.add_argument("--crop", type=int, default=None,
+                    help="tokenizer: train on random CROP x CROP windows (a multiple of the down-sampling, e.g. 32)")
     ap.add_argument("--steps", type=int, default=None, help="steps of the chosen stage (default: the recipe)")
     ap.add_argument("--tokenizer-steps", type=int, default=None)
     ap.add_argument("--decoder-steps", type=int, default=None)
@@ -922,7 +974,8 @@ def main(argv=None) -> None:
     bf16 = not a.no_bf16
     if a.stage in ("tokenizer", "all"):
         train_tokenizer(out, cfg, tok_steps, a.batch, a.lr or 1e-3, a.seed, shards, a.limit, bf16=bf16, device=a.device,
-                        minutes=a.minutes, init_weights=a.init_weights)
+                        minutes=a.minutes, init_weights=a.init_weights, loss_kind=a.loss,
+                        lr_schedule=a.lr_schedule, crop=a.crop)
     if a.stage in ("tokenize", "all"):
         tokenize_split(out, cfg, "train", shards, a.limit, device=a.device)
     if a.stage in ("decoder", "all") and dec_steps > 0:

@@ -355,9 +355,12 @@ class MultiScaleVQVAE(nn.Module):
     def tokens_to_img(self, tokens: Sequence[torch.Tensor], num_scales: Optional[int] = None) -> torch.Tensor:
         return self.fhat_to_img(self.quantize.tokens_to_fhat(tokens, num_scales))
 
-    def forward(self, img: torch.Tensor):
-        """Training pass: returns (reconstruction in [-1,1] unclamped, vq loss, per-scale code hits)."""
+    def forward(self, img: torch.Tensor, patch_nums: Optional[Sequence[int]] = None):
+        """Training pass: returns (reconstruction in [-1,1] unclamped, vq loss, per-scale code hits).
+
+        ``patch_nums``: the schedule for an image of another size than the model's (a training crop);
+        its last entry must be the latent's side."""
         f = self.encode_latent(img)
         with torch.autocast(f.device.type, enabled=False):  # nearest-code search needs fp32
-            f_hat, vq_loss, hits = self.quantize(f.float())
+            f_hat, vq_loss, hits = self.quantize(f.float(), patch_nums)
         return self.decoder(self.post_quant_conv(f_hat)), vq_loss, hits
