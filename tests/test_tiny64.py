@@ -353,7 +353,7 @@ def test_tokenizer_training_choices_and_their_table(tmp_path):
     from varlib.prior_report import recipe_changes, tokenizer_ablation
     from varlib.train import main
     common = ["tokenizer", "--shards", "0", "--limit", "32", "--batch", "4", "--steps", "2"]
-    runs = {"ref": [], "crop": ["--crop", "32"],
+    runs = {"ref": [], "crop": ["--crop", "32", "--crop-fraction", "0.5"],  # step 0 on crops, step 1 whole
             "mixed": ["--znorm", "--cvae", "8", "--loss", "l2", "--lr-schedule", "constant"]}
     for name, extra in runs.items():
         main([*common, "--out", str(tmp_path / name), *extra])
@@ -362,9 +362,10 @@ def test_tokenizer_training_choices_and_their_table(tmp_path):
     assert ck["config"]["tokenizer"]["Cvae"] == 8 and ck["config"]["transformer"]["Cvae"] == 8
     assert recipe_changes(ck) == "Cvae 8, cosine code look-up, l2 loss, constant lr"
     ck_crop = torch.load(tmp_path / "crop" / "tokenizer_ckpt.pt", weights_only=False)
-    assert ck_crop["crop"] == 32 and recipe_changes(ck_crop) == "32 px crops"
+    assert ck_crop["crop"] == 32 and recipe_changes(ck_crop) == "32 px crops for 50% of the steps"
     table = tokenizer_ablation([tmp_path / n for n in runs], tmp_path / "report", n_images=8)
-    assert list(table["change"]) == ["tiny64 recipe", "32 px crops", "Cvae 8, cosine code look-up, l2 loss, constant lr"]
+    assert list(table["change"]) == ["tiny64 recipe", "32 px crops for 50% of the steps",
+                                     "Cvae 8, cosine code look-up, l2 loss, constant lr"]
     assert list(table["steps"]) == [2, 2, 2] and table["vs_first_db"][0] == 0
     assert table["tokenizer_psnr_db"].between(5, 40).all()
     assert table["coarse_to_fine_db"].str.count("/").eq(4).all()  # scored at 64 px with all five scales
@@ -373,6 +374,8 @@ def test_tokenizer_training_choices_and_their_table(tmp_path):
         from varlib.train import train_tokenizer
         from varlib.prior.configs import tiny64_config
         train_tokenizer(tmp_path / "bad", tiny64_config(), 1, loss_kind="l3")
+    with pytest.raises(ValueError, match="give --steps with --crop-fraction"):
+        train_tokenizer(tmp_path / "bad", tiny64_config(), 1, crop=32, crop_fraction=0.5, minutes=5)
     cont = tmp_path / "cont"
     main(["tokenizer", "--init-weights", "tiny64", "--out", str(cont), "--shards", "0", "--limit", "8",
           "--batch", "4", "--steps", "1", "--lr", "1e-7"])

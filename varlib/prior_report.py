@@ -336,7 +336,8 @@ def recipe_changes(ck: Dict, reference: str = "tiny64") -> str:
     if ck.get("lr_schedule", "cosine") != "cosine":
         changes.append(f"{ck['lr_schedule']} lr")
     if ck.get("crop"):
-        changes.append(f"{ck['crop']} px crops")
+        share = ck.get("crop_fraction", 1.0)
+        changes.append(f"{ck['crop']} px crops" + (f" for {share:.0%} of the steps" if share < 1 else ""))
     if ck.get("lr", 1e-3) != 1e-3:
         changes.append(f"lr {ck['lr']:g}")
     return ", ".join(changes) or f"{reference} recipe"

@@ -181,12 +181,13 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
                     shards: Optional[List[int]] = None, limit: Optional[int] = None, ckpt_every: int = 200,
                     restart_every: int = 100, bf16: bool = True, device: str = "cpu",
                     minutes: Optional[float] = None, init_weights: Optional[str] = None, loss_kind: str = "l1+l2",
-                    lr_schedule: str = "cosine", crop: Optional[int] = None) -> Path:
+                    lr_schedule: str = "cosine", crop: Optional[int] = None, crop_fraction: float = 1.0) -> Path:
     """Multi-scale VQ tokenizer on the training images (``tokenizer_ckpt.pt``); ``minutes``: see :class:`WallBudget`.
 
     ``loss_kind``: reconstruction loss, one of ``TOKENIZER_LOSSES`` (plus the VQ loss); ``lr_schedule``: cosine
     decay to a tenth or constant after the warm-up; ``crop``: train on random ``crop x crop`` windows with the
-    schedule shrunk to them (:func:`crop_schedule`), fewer pixels per step for more steps per hour.
+    schedule shrunk to them (:func:`crop_schedule`), fewer pixels per step for more steps per hour, for the
+    first ``crop_fraction`` of the steps (whole images after that).
 
     ``init_weights``: continue a shipped prior's tokenizer (all of it, fresh optimizer) for ``steps`` more
     steps instead of starting from scratch; ``cfg`` may change its schedule or enlarge its codebook
@@ -202,7 +203,12 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
     dev = torch.device(device)
     prior = build_prior(cfg)
     tok = prior.tokenizer
-    run_info = {**_run_info(dev, batch, lr), "loss": loss_kind, "lr_schedule": lr_schedule, "crop": crop}
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(f"crop_fraction {crop_fraction} must be in (0, 1]: the share of the steps trained on crops")
+    if crop and crop_fraction < 1 and minutes:
+        raise ValueError("a wall budget (--minutes) times the steps on crops only; give --steps with --crop-fraction")
+    run_info = {**_run_info(dev, batch, lr), "loss": loss_kind, "lr_schedule": lr_schedule, "crop": crop,
+                **({"crop_fraction": crop_fraction} if crop and crop_fraction < 1 else {})}
     if init_weights and not ckpt_path.exists():
         from .prior.loading import load_prior
         src = load_prior(init_weights)  # verifies the checksums
@@ -230,14 +236,15 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
         x = images[idx].float().div(255)
         flip = torch.rand(len(idx), generator=g) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x) * 2 - 1
-        if crop:
+        cropped = bool(crop) and step < crop_fraction * steps
+        if cropped:
             x = random_crops(x, crop, cfg.tokenizer.downsample, g)
         x = x.to(dev)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup=min(100, steps // 10 + 1),
                                 final_frac=1.0 if lr_schedule == "constant" else 0.1)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            rec, vq_loss, hits = tok(x, train_pn)
+            rec, vq_loss, hits = tok(x, train_pn if cropped else None)
         rec = rec.float()
         l1 = (rec - x).abs().mean()
         l2 = F.mse_loss(rec, x)
@@ -248,7 +255,7 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
         hits_window += torch.stack(hits).sum(0).float()
         step += 1
         if step % restart_every == 0:
-            _restart_dead_codes(tok, x, hits_window, g, train_pn)
+            _restart_dead_codes(tok, x, hits_window, g, train_pn if cropped else None)
             used = int((hits_window > 0).sum())
             hits_window.zero_()
         else:
@@ -930,6 +937,8 @@ def main(argv=None) -> None:
                     help="tokenizer: cosine decay to a tenth after the warm-up, or constant")
     ap.add_argument("--crop", type=int, default=None,
                     help="tokenizer: train on random CROP x CROP windows (a multiple of the down-sampling, e.g. 32)")
+    ap.add_argument("--crop-fraction", type=float, default=1.0,
+                    help="tokenizer with --crop: the share of the steps on crops; whole images after that")
     ap.add_argument("--steps", type=int, default=None, help="steps of the chosen stage (default: the recipe)")
     ap.add_argument("--tokenizer-steps", type=int, default=None)
     ap.add_argument("--decoder-steps", type=int, default=None)
@@ -975,7 +984,7 @@ def main(argv=None) -> None:
     if a.stage in ("tokenizer", "all"):
         train_tokenizer(out, cfg, tok_steps, a.batch, a.lr or 1e-3, a.seed, shards, a.limit, bf16=bf16, device=a.device,
                         minutes=a.minutes, init_weights=a.init_weights, loss_kind=a.loss,
-                        lr_schedule=a.lr_schedule, crop=a.crop)
+                        lr_schedule=a.lr_schedule, crop=a.crop, crop_fraction=a.crop_fraction)
     if a.stage in ("tokenize", "all"):
         tokenize_split(out, cfg, "train", shards, a.limit, device=a.device)
     if a.stage in ("decoder", "all") and dec_steps > 0:
