@@ -28,7 +28,7 @@ help:
 	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2.3 h)"
 	@echo "make prior-gpu        tiny64-gpu: tiny64's encoder + a decoder and a transformer trained on a CUDA device (~13 min)"
 	@echo "make prior-levers     tokenizer capacity levers: tiny64's tokenizer continued 4 ways, scored (2-core CPU, ~1.2 h)"
-	@echo "make prior-ablation   tokenizer training choices: 8 short runs from scratch, scored (2-core CPU, ~1.1 h)"
+	@echo "make prior-ablation   tokenizer training choices: 11 short runs from scratch, scored (2-core CPU, ~1.6 h)"
 	@echo "make diffusion-prior  retrain the embedded diffusion prior (2-core CPU, ~1 h; DIFFUSION_STEPS=...)"
 	@echo "make diffusion-report its samples and held-out denoising figures (results/prior/diffusion_*)"
 	@echo "make figures          operators figure + both priors' figures (results/figures, results/prior)"
@@ -94,12 +94,15 @@ prior-levers: $(VENV)/.stamp
 		$(LEVER_RUNS)/v4096 $(LEVER_RUNS)/v4096_rep16
 
 # tokenizer training choices (README, "Tokenizer training choices"): short runs from scratch on train shard 0,
-# ABLATION_STEPS steps of 32 on one thread each, two at a time on 2 cores (about 15 min per run); the 32 px crop
-# run gets the reference run's wall time instead of its step count; scored on 500 held-out images
+# ABLATION_STEPS steps of 32 on one thread each, two at a time on 2 cores (about 12 min per run); the crop
+# runs get the reference run's wall time instead of its step count; scored on 500 held-out images
 ABLATION_RUNS ?= runs/ablate
 ABLATION_STEPS ?= 600
 ABLATION_TRAIN = OMP_NUM_THREADS=1 $(PY) -m varlib.train tokenizer --steps $(ABLATION_STEPS) --shards 0 --threads 1
-ABLATION_NAMES = base znorm cvae8 l1 cvae32 const l2 crop32
+ABLATION_NAMES = base base_seed1 znorm cvae8 cvae32 l1 l2 const crop32 crop32f90 crop16
+# the crop runs train for the reference run's wall time (1750 steps of crop32f90 take about as long)
+ABLATION_BASE_MIN = $$($(PY) -c "import torch; print(torch.load('$(ABLATION_RUNS)/base/tokenizer_ckpt.pt', \
+	weights_only=False)['elapsed'] / 60)")
 prior-ablation: $(VENV)/.stamp
 	$(ABLATION_TRAIN) --out $(ABLATION_RUNS)/base & first=$$!; \
 	$(ABLATION_TRAIN) --out $(ABLATION_RUNS)/znorm --znorm && wait $$first
@@ -108,9 +111,10 @@ prior-ablation: $(VENV)/.stamp
 	$(ABLATION_TRAIN) --out $(ABLATION_RUNS)/cvae32 --cvae 32 & first=$$!; \
 	$(ABLATION_TRAIN) --out $(ABLATION_RUNS)/const --lr-schedule constant && wait $$first
 	$(ABLATION_TRAIN) --out $(ABLATION_RUNS)/l2 --loss l2 & first=$$!; \
-	$(ABLATION_TRAIN) --out $(ABLATION_RUNS)/crop32 --crop 32 --steps 100000 --minutes $$($(PY) -c \
-		"import torch; print(torch.load('$(ABLATION_RUNS)/base/tokenizer_ckpt.pt', weights_only=False)['elapsed'] / 60)") \
-		&& wait $$first
+	$(ABLATION_TRAIN) --out $(ABLATION_RUNS)/crop32 --crop 32 --steps 100000 --minutes $(ABLATION_BASE_MIN) && wait $$first
+	$(ABLATION_TRAIN) --out $(ABLATION_RUNS)/base_seed1 --seed 1 & first=$$!; \
+	$(ABLATION_TRAIN) --out $(ABLATION_RUNS)/crop32f90 --crop 32 --crop-fraction 0.9 --steps 1750 && wait $$first
+	$(ABLATION_TRAIN) --out $(ABLATION_RUNS)/crop16 --crop 16 --steps 100000 --minutes $(ABLATION_BASE_MIN)
 	$(PY) -m varlib.prior_report --out results/prior --ablation $(addprefix $(ABLATION_RUNS)/,$(ABLATION_NAMES))
 
 # the embedded diffusion prior for dps / diffpir (resumable; the shipped weights: see their model card)

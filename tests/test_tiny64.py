@@ -354,18 +354,18 @@ def test_tokenizer_training_choices_and_their_table(tmp_path):
     from varlib.train import main
     common = ["tokenizer", "--shards", "0", "--limit", "32", "--batch", "4", "--steps", "2"]
     runs = {"ref": [], "crop": ["--crop", "32", "--crop-fraction", "0.5"],  # step 0 on crops, step 1 whole
-            "mixed": ["--znorm", "--cvae", "8", "--loss", "l2", "--lr-schedule", "constant"]}
+            "mixed": ["--znorm", "--cvae", "8", "--loss", "l2", "--lr-schedule", "constant", "--seed", "1"]}
     for name, extra in runs.items():
         main([*common, "--out", str(tmp_path / name), *extra])
     ck = torch.load(tmp_path / "mixed" / "tokenizer_ckpt.pt", weights_only=False)
     assert ck["loss"] == "l2" and ck["lr_schedule"] == "constant" and ck["crop"] is None
     assert ck["config"]["tokenizer"]["Cvae"] == 8 and ck["config"]["transformer"]["Cvae"] == 8
-    assert recipe_changes(ck) == "Cvae 8, cosine code look-up, l2 loss, constant lr"
+    assert recipe_changes(ck) == "Cvae 8, cosine code look-up, l2 loss, constant lr, seed 1"
     ck_crop = torch.load(tmp_path / "crop" / "tokenizer_ckpt.pt", weights_only=False)
     assert ck_crop["crop"] == 32 and recipe_changes(ck_crop) == "32 px crops for 50% of the steps"
     table = tokenizer_ablation([tmp_path / n for n in runs], tmp_path / "report", n_images=8)
     assert list(table["change"]) == ["tiny64 recipe", "32 px crops for 50% of the steps",
-                                     "Cvae 8, cosine code look-up, l2 loss, constant lr"]
+                                     "Cvae 8, cosine code look-up, l2 loss, constant lr, seed 1"]
     assert list(table["steps"]) == [2, 2, 2] and table["vs_first_db"][0] == 0
     assert table["tokenizer_psnr_db"].between(5, 40).all()
     assert table["coarse_to_fine_db"].str.count("/").eq(4).all()  # scored at 64 px with all five scales

@@ -340,6 +340,8 @@ def recipe_changes(ck: Dict, reference: str = "tiny64") -> str:
         changes.append(f"{ck['crop']} px crops" + (f" for {share:.0%} of the steps" if share < 1 else ""))
     if ck.get("lr", 1e-3) != 1e-3:
         changes.append(f"lr {ck['lr']:g}")
+    if ck.get("seed", 0):
+        changes.append(f"seed {ck['seed']}")
     return ", ".join(changes) or f"{reference} recipe"
 
 
@@ -364,7 +366,8 @@ def tokenizer_ablation(runs: List[Path], out: Path, n_images: int = 500, referen
                      "coarse_to_fine_db": " / ".join(f"{v:.1f}" for v in tk["psnr_per_scales"]),
                      "codes_used_val": f"{tk['codes_used_val']} of {tk['vocab_size']}"})
         log = pd.read_csv(run / "tokenizer_log.csv")
-        curves[run.name] = (log["elapsed_s"] / 60, log["psnr"].rolling(10, min_periods=1).mean(), bool(ck.get("crop")))
+        curves[rows[-1]["change"]] = (log["elapsed_s"] / 60, log["psnr"].rolling(10, min_periods=1).mean(),
+                                      bool(ck.get("crop")))
     df = pd.DataFrame(rows)
     df.insert(7, "vs_first_db", (df["tokenizer_psnr_db"] - df["tokenizer_psnr_db"].iloc[0]).round(2))
     out.mkdir(parents=True, exist_ok=True)
@@ -386,9 +389,9 @@ def tokenizer_ablation(runs: List[Path], out: Path, n_images: int = 500, referen
     ax.set_title("held-out fidelity at the end of each run (orange: first run, the reference)", fontsize=8)
     for name, (minutes, psnr, cropped) in curves.items():
         ax2.plot(minutes, psnr, ls="--" if cropped else "-", lw=1.2,
-                 label=name + (" (PSNR on its crops)" if cropped else ""))
+                 label=name + (" (PSNR on its crops while cropping)" if cropped else ""))
     ax2.set_xlabel("training wall time (min, this CPU)")
-    ax2.set_ylabel("training-batch PSNR (dB), mean of 10 logged steps")
+    ax2.set_ylabel("training-batch PSNR (dB), mean over 100 steps")
     ax2.set_title("training curves", fontsize=8)
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)

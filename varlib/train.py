@@ -207,7 +207,7 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
         raise ValueError(f"crop_fraction {crop_fraction} must be in (0, 1]: the share of the steps trained on crops")
     if crop and crop_fraction < 1 and minutes:
         raise ValueError("a wall budget (--minutes) times the steps on crops only; give --steps with --crop-fraction")
-    run_info = {**_run_info(dev, batch, lr), "loss": loss_kind, "lr_schedule": lr_schedule, "crop": crop,
+    run_info = {**_run_info(dev, batch, lr), "seed": seed, "loss": loss_kind, "lr_schedule": lr_schedule, "crop": crop,
                 **({"crop_fraction": crop_fraction} if crop and crop_fraction < 1 else {})}
     if init_weights and not ckpt_path.exists():
         from .prior.loading import load_prior
