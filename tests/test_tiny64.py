@@ -370,6 +370,11 @@ def test_tokenizer_training_choices_and_their_table(tmp_path):
     assert table["tokenizer_psnr_db"].between(5, 40).all()
     assert table["coarse_to_fine_db"].str.count("/").eq(4).all()  # scored at 64 px with all five scales
     assert (tmp_path / "report" / "tokenizer_ablation.png").exists()
+    cached = json.loads((tmp_path / "crop" / "heldout_8.json").read_text())
+    assert cached["step"] == 2 and round(cached["tokenizer"]["psnr"], 2) == table["tokenizer_psnr_db"][1]
+    main([*common[:-1], "3", "--out", str(tmp_path / "ref")])  # one more step: scored afresh, not from the cache
+    again = tokenizer_ablation([tmp_path / "ref"], tmp_path / "report", n_images=8)
+    assert again["steps"][0] == 3 and json.loads((tmp_path / "ref" / "heldout_8.json").read_text())["step"] == 3
     with pytest.raises(ValueError, match="unknown tokenizer loss 'l3'"):
         from varlib.train import train_tokenizer
         from varlib.prior.configs import tiny64_config

@@ -348,7 +348,8 @@ def recipe_changes(ck: Dict, reference: str = "tiny64") -> str:
 def tokenizer_ablation(runs: List[Path], out: Path, n_images: int = 500, reference: str = "tiny64") -> pd.DataFrame:
     """Tokenizer training choices side by side: short from-scratch runs (``python -m varlib.train tokenizer
     --steps N --loss/--lr-schedule/--znorm/--cvae/--crop ...``), each scored on the same held-out images.
-    The first run is the reference the others are compared with. Writes ``tokenizer_ablation.{csv,md,png,pdf}``."""
+    The first run is the reference the others are compared with. Each run's scores are kept in its
+    ``heldout_<n_images>.json`` for the step they were taken at. Writes ``tokenizer_ablation.{csv,md,png,pdf}``."""
     from .prior.configs import PriorConfig
     from .train import evaluate_tokenizer, load_tokenizer_from_ckpt
     rows, curves = [], {}
@@ -358,7 +359,14 @@ def tokenizer_ablation(runs: List[Path], out: Path, n_images: int = 500, referen
         if "init_weights" in ck:
             raise ValueError(f"{run} continued {ck['init_weights']}'s tokenizer; this table compares runs from "
                              f"scratch (score continuations with --levers)")
-        tk = evaluate_tokenizer(load_tokenizer_from_ckpt(run, PriorConfig.from_dict(ck["config"])), n_images)
+        cache = run / f"heldout_{n_images}.json"  # scoring takes a minute per run; redrawing should not
+        scored = json.loads(cache.read_text()) if cache.exists() else {}
+        if scored.get("step") != ck["step"]:
+            scored = {"step": ck["step"], "tokenizer": evaluate_tokenizer(
+                load_tokenizer_from_ckpt(run, PriorConfig.from_dict(ck["config"])), n_images)}
+            cache.with_suffix(".tmp").write_text(json.dumps(scored))
+            cache.with_suffix(".tmp").replace(cache)
+        tk = scored["tokenizer"]
         wall = ck.get("elapsed", 0.0)
         rows.append({"run": run.name, "change": recipe_changes(ck, reference), "steps": ck["step"],
                      "images_seen": ck["step"] * ck.get("batch", 32), "train_wall_min": round(wall / 60, 1),
