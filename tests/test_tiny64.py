@@ -372,6 +372,8 @@ def test_tokenizer_training_choices_and_their_table(tmp_path):
     assert (tmp_path / "report" / "tokenizer_ablation.png").exists()
     cached = json.loads((tmp_path / "crop" / "heldout_8.json").read_text())
     assert cached["step"] == 2 and round(cached["tokenizer"]["psnr"], 2) == table["tokenizer_psnr_db"][1]
+    with pytest.raises(ValueError, match="was trained with loss='l1\\+l2', not 'l1': resume it"):
+        main([*common[:-1], "3", "--out", str(tmp_path / "ref"), "--loss", "l1"])
     main([*common[:-1], "3", "--out", str(tmp_path / "ref")])  # one more step: scored afresh, not from the cache
     again = tokenizer_ablation([tmp_path / "ref"], tmp_path / "report", n_images=8)
     assert again["steps"][0] == 3 and json.loads((tmp_path / "ref" / "heldout_8.json").read_text())["step"] == 3

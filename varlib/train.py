@@ -196,6 +196,10 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
         raise ValueError(f"unknown tokenizer loss {loss_kind!r}; choose one of {', '.join(TOKENIZER_LOSSES)}")
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(f"crop_fraction {crop_fraction} must be in (0, 1]: the share of the steps trained on crops")
+    if crop and crop_fraction < 1 and minutes:
+        raise ValueError("a wall budget (--minutes) times the steps on crops only; give --steps with --crop-fraction")
     train_pn = crop_schedule(cfg.tokenizer.patch_nums, cfg.image_size, crop, cfg.tokenizer.downsample) if crop else None
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "tokenizer_ckpt.pt"
@@ -203,10 +207,6 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
     dev = torch.device(device)
     prior = build_prior(cfg)
     tok = prior.tokenizer
-    if not 0 < crop_fraction <= 1:
-        raise ValueError(f"crop_fraction {crop_fraction} must be in (0, 1]: the share of the steps trained on crops")
-    if crop and crop_fraction < 1 and minutes:
-        raise ValueError("a wall budget (--minutes) times the steps on crops only; give --steps with --crop-fraction")
     run_info = {**_run_info(dev, batch, lr), "seed": seed, "loss": loss_kind, "lr_schedule": lr_schedule, "crop": crop,
                 **({"crop_fraction": crop_fraction} if crop and crop_fraction < 1 else {})}
     if init_weights and not ckpt_path.exists():
@@ -218,6 +218,10 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
     tok = tok.to(dev).train()
     opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     step, elapsed0, ck = _resume(ckpt_path, opt, tok)
+    for key in ("seed", "loss", "lr_schedule", "crop", "crop_fraction"):
+        if key in ck and ck[key] != run_info.get(key):
+            raise ValueError(f"{ckpt_path} was trained with {key}={ck[key]!r}, not {run_info.get(key)!r}: resume it "
+                             "with the options it started with, or give another --out")
     run_info.update({k: v for k, v in ck.items() if k in ("init_weights", "init_steps")})  # a resumed continuation
     if step >= steps:
         return ckpt_path
