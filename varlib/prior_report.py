@@ -36,6 +36,15 @@ def _save(fig, out: Path, name: str) -> None:
     plt.close(fig)
 
 
+def _write_table(df: pd.DataFrame, out: Path, name: str) -> None:
+    """``name``.csv (written whole or not at all) and ``name``.md under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"{name}.csv.tmp"
+    df.to_csv(tmp, index=False)
+    tmp.replace(out / f"{name}.csv")
+    (out / f"{name}.md").write_text(df.to_markdown(index=False))
+
+
 def _grid(ax, images: torch.Tensor, nrow: int) -> None:
     """Show (N,3,H,W) in [0,1] as a grid with 1 px white gutters."""
     N, _, H, W = images.shape
@@ -295,11 +304,7 @@ def tokenizer_levers(runs: List[Path], out: Path, base_prior: str = "tiny64", n_
                      "continued_wall_min": extra.get("continued_wall_min", 0.0), "tokenizer_psnr_db": round(tk["psnr"], 2),
                      "codes_used_val": tk["codes_used_val"], "transformer_step_s": round(step_s, 2)})
     df = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "tokenizer_levers.csv.tmp"
-    df.to_csv(tmp, index=False)
-    tmp.replace(out / "tokenizer_levers.csv")
-    (out / "tokenizer_levers.md").write_text(df.to_markdown(index=False))
+    _write_table(df, out, "tokenizer_levers")
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.scatter(df["bits_per_image"], df["tokenizer_psnr_db"], s=60 * df["transformer_step_s"] / df["transformer_step_s"].min())
     for _, r in df.iterrows():
@@ -378,11 +383,7 @@ def tokenizer_ablation(runs: List[Path], out: Path, n_images: int = 500, referen
                                       bool(ck.get("crop")))
     df = pd.DataFrame(rows)
     df.insert(7, "vs_first_db", (df["tokenizer_psnr_db"] - df["tokenizer_psnr_db"].iloc[0]).round(2))
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "tokenizer_ablation.csv.tmp"
-    df.to_csv(tmp, index=False)
-    tmp.replace(out / "tokenizer_ablation.csv")
-    (out / "tokenizer_ablation.md").write_text(df.to_markdown(index=False))
+    _write_table(df, out, "tokenizer_ablation")
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13.5, 4.6), gridspec_kw={"width_ratios": [1, 1]})
     order = df.sort_values("tokenizer_psnr_db")
     labels = [f"{r['change']} ({r['steps']} steps, {r['train_wall_min']} min)" for _, r in order.iterrows()]
@@ -446,11 +447,7 @@ def schedule_tradeoff(prior: Prior, out: Path, trained: Optional[Dict[str, Path]
         for k, v in transformer_nll_summary(metrics).items():
             df.loc[df["schedule"] == name, k] = v
         per_scale[name] = metrics["transformer"]
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "schedule_tradeoff.csv.tmp"
-    df.to_csv(tmp, index=False)
-    tmp.replace(csv_path)
-    (out / "schedule_tradeoff.md").write_text(df.to_markdown(index=False))
+    _write_table(df, out, "schedule_tradeoff")
     fig, axes = plt.subplots(1, 2 if per_scale else 1, figsize=(11 if per_scale else 5.5, 3.8), squeeze=False)
     ax = axes[0, 0]
     ax.scatter(df["tokens_per_image"], df["tokenizer_psnr_db"], s=df["train_images_per_hour"] / 400)
