@@ -388,3 +388,14 @@ def test_tokenizer_training_choices_and_their_table(tmp_path):
           "--batch", "4", "--steps", "1", "--lr", "1e-7"])
     with pytest.raises(ValueError, match="continued tiny64's tokenizer; .* --levers"):
         tokenizer_ablation([cont], tmp_path / "report", n_images=8)
+
+
+def test_model_card_states_the_tokenizer_recipe():
+    """The card's tokenizer line follows the recorded training choices; a run from before they were recorded
+    reads as the default recipe, word for word as the shipped card."""
+    from varlib.train import tokenizer_recipe_words
+    assert tokenizer_recipe_words({}) == "AdamW lr 1e-3 cosine to 1e-4, L1 + L2 + VQ loss"
+    assert "AdamW lr 1e-3 cosine to 1e-4, L1 + L2 + VQ loss" in (WEIGHTS / "MODEL_CARD.md").read_text()
+    words = tokenizer_recipe_words({"lr": 5e-4, "lr_schedule": "constant", "loss": "l2", "crop": 32,
+                                    "crop_fraction": 0.9})
+    assert words == "AdamW lr 5e-4 constant, L2 + VQ loss, random 32 px crops for the first 90% of the steps"

@@ -762,7 +762,8 @@ def evaluate(out: Path, cfg: PriorConfig) -> Dict:
         ck = torch.load(path, map_location="cpu", weights_only=False)
         metrics[stage]["steps"] = ck["step"]
         metrics[stage]["train_wall_s"] = round(ck.get("elapsed", 0.0), 1)
-        for key in ("batch", "lr", "device", "torch", "holdout", "holdout_nll", "init_weights", "init_steps"):
+        for key in ("batch", "lr", "device", "torch", "holdout", "holdout_nll", "init_weights", "init_steps",
+                    "loss", "lr_schedule", "crop", "crop_fraction"):
             if key in ck:
                 metrics[stage][key] = ck[key]
     if tr_path.name == "transformer_best.pt" and (out / "transformer_log.csv").exists():
@@ -822,9 +823,9 @@ def model_card(prior: Prior, metrics: Optional[Dict], dest: Path) -> str:
         tk, tr, sm = metrics["tokenizer"], metrics["transformer"], metrics.get("sampling_cpu", {})
         where = "2-core CPU" if tr.get("device", "cpu") == "cpu" else f"2-core CPU and one {tr['device']}"
         lines += [f"## Training ({where}, bf16 autocast)", "",
-                  f"- Tokenizer: {_continued(tk)}{tk['steps']} steps of batch {tk.get('batch', 32)}, AdamW lr "
-                  f"{_sci(tk.get('lr', 1e-3))} cosine to {_sci(tk.get('lr', 1e-3) / 10)}, L1 + L2 + VQ loss, "
-                  f"dead-code restarts every 100 steps; {tk['train_wall_s'] / 60:.0f} min wall.",
+                  f"- Tokenizer: {_continued(tk)}{tk['steps']} steps of batch {tk.get('batch', 32)}, "
+                  f"{tokenizer_recipe_words(tk)}, dead-code restarts every 100 steps; "
+                  f"{tk['train_wall_s'] / 60:.0f} min wall.",
                   *decoder_card_lines(tk),
                   *transformer_card_lines(tr),
                   f"- Hardware: {platform.processor() or platform.machine()}, 2 cores"
@@ -859,6 +860,18 @@ def model_card(prior: Prior, metrics: Optional[Dict], dest: Path) -> str:
               "Loading verifies these checksums; a corrupted or missing file is refused with the command that rebuilds "
               "it (`make prior`). Weights are stored in fp16 and loaded as fp32.", ""]
     return "\n".join(lines)
+
+
+def tokenizer_recipe_words(tk: Dict) -> str:
+    """The tokenizer's optimiser, loss and crops as the model card states them (``tk``: metrics["tokenizer"];
+    runs from before these choices were recorded used the defaults)."""
+    lr = tk.get("lr", 1e-3)
+    schedule = f"cosine to {_sci(lr / 10)}" if tk.get("lr_schedule", "cosine") == "cosine" else "constant"
+    loss = {"l1+l2": "L1 + L2", "l2": "L2", "l1": "L1"}[tk.get("loss", "l1+l2")]
+    words = f"AdamW lr {_sci(lr)} {schedule}, {loss} + VQ loss"
+    if tk.get("crop"):
+        words += f", random {tk['crop']} px crops for the first {tk.get('crop_fraction', 1.0):.0%} of the steps"
+    return words
 
 
 def _continued(tk: Dict) -> str:
