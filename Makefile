@@ -84,7 +84,7 @@ prior-report-gpu: $(VENV)/.stamp
 LEVER_RUNS ?= runs/levers
 LEVER_STEPS ?= 1000
 LEVER_TRAIN = OMP_NUM_THREADS=1 $(PY) -m varlib.train tokenizer --init-weights tiny64 --steps $(LEVER_STEPS) \
-	--lr 3e-4 --threads 1
+	--lr 3e-4 --threads 1 --crop 0
 prior-levers: $(VENV)/.stamp
 	$(LEVER_TRAIN) --out $(LEVER_RUNS)/ctrl & first=$$!; \
 	$(LEVER_TRAIN) --out $(LEVER_RUNS)/rep16 --patch-nums 1,2,4,8,16,16 && wait $$first
@@ -94,11 +94,13 @@ prior-levers: $(VENV)/.stamp
 		$(LEVER_RUNS)/v4096 $(LEVER_RUNS)/v4096_rep16
 
 # tokenizer training choices (README, "Tokenizer training choices"): short runs from scratch on train shard 0,
-# ABLATION_STEPS steps of 32 on one thread each, two at a time on 2 cores (about 12 min per run); the crop
-# runs get the reference run's wall time instead of its step count; scored on 500 held-out images
+# ABLATION_STEPS steps of 32 on one thread each, two at a time on 2 cores (about 12 min per run), on whole
+# images (--crop 0) unless a run names its crops; the crop runs get the reference run's wall time instead of
+# its step count; scored on 500 held-out images
 ABLATION_RUNS ?= runs/ablate
 ABLATION_STEPS ?= 600
-ABLATION_TRAIN = OMP_NUM_THREADS=1 $(PY) -m varlib.train tokenizer --steps $(ABLATION_STEPS) --shards 0 --threads 1
+ABLATION_TRAIN = OMP_NUM_THREADS=1 $(PY) -m varlib.train tokenizer --steps $(ABLATION_STEPS) --shards 0 --threads 1 \
+	--crop 0
 ABLATION_NAMES = base base_seed1 znorm cvae8 cvae32 l1 l2 const crop32 crop32f90 crop16
 # the crop runs train for the reference run's wall time (1750 steps of crop32f90 take about as long)
 ABLATION_BASE_MIN = $$($(PY) -c "import torch; print(torch.load('$(ABLATION_RUNS)/base/tokenizer_ckpt.pt', \

@@ -354,7 +354,8 @@ def test_tokenizer_training_choices_and_their_table(tmp_path):
     from varlib.train import main
     common = ["tokenizer", "--shards", "0", "--limit", "32", "--batch", "4", "--steps", "2"]
     runs = {"ref": [], "crop": ["--crop", "32", "--crop-fraction", "0.5"],  # step 0 on crops, step 1 whole
-            "mixed": ["--znorm", "--cvae", "8", "--loss", "l2", "--lr-schedule", "constant", "--seed", "1"]}
+            "mixed": ["--znorm", "--cvae", "8", "--loss", "l2", "--lr-schedule", "constant", "--seed", "1"],
+            "whole": ["--crop", "0"], "crops": ["--crop", "32"]}
     for name, extra in runs.items():
         main([*common, "--out", str(tmp_path / name), *extra])
     ck = torch.load(tmp_path / "mixed" / "tokenizer_ckpt.pt", weights_only=False)
@@ -363,10 +364,13 @@ def test_tokenizer_training_choices_and_their_table(tmp_path):
     assert recipe_changes(ck) == "Cvae 8, cosine code look-up, l2 loss, constant lr, seed 1"
     ck_crop = torch.load(tmp_path / "crop" / "tokenizer_ckpt.pt", weights_only=False)
     assert ck_crop["crop"] == 32 and recipe_changes(ck_crop) == "32 px crops for 50% of the steps"
+    whole = torch.load(tmp_path / "whole" / "tokenizer_ckpt.pt", weights_only=False)
+    assert whole["crop"] is None and "crop_fraction" not in whole
     table = tokenizer_ablation([tmp_path / n for n in runs], tmp_path / "report", n_images=8)
     assert list(table["change"]) == ["tiny64 recipe", "32 px crops for 50% of the steps",
-                                     "Cvae 8, cosine code look-up, l2 loss, constant lr, seed 1"]
-    assert list(table["steps"]) == [2, 2, 2] and table["vs_first_db"][0] == 0
+                                     "Cvae 8, cosine code look-up, l2 loss, constant lr, seed 1",
+                                     "tiny64 recipe", "32 px crops throughout"]
+    assert list(table["steps"]) == [2] * 5 and table["vs_first_db"][0] == 0
     assert table["tokenizer_psnr_db"].between(5, 40).all()
     assert table["coarse_to_fine_db"].str.count("/").eq(4).all()  # scored at 64 px with all five scales
     assert (tmp_path / "report" / "tokenizer_ablation.png").exists()
@@ -383,11 +387,32 @@ def test_tokenizer_training_choices_and_their_table(tmp_path):
         train_tokenizer(tmp_path / "bad", tiny64_config(), 1, loss_kind="l3")
     with pytest.raises(ValueError, match="give --steps with --crop-fraction"):
         train_tokenizer(tmp_path / "bad", tiny64_config(), 1, crop=32, crop_fraction=0.5, minutes=5)
+    with pytest.raises(ValueError, match="--crop 0 \\(whole images\\) with --minutes"):
+        train_tokenizer(tmp_path / "bad", tiny64_config(), 1, crop=32, crop_fraction=0.9, minutes=5)
     cont = tmp_path / "cont"
     main(["tokenizer", "--init-weights", "tiny64", "--out", str(cont), "--shards", "0", "--limit", "8",
           "--batch", "4", "--steps", "1", "--lr", "1e-7"])
     with pytest.raises(ValueError, match="continued tiny64's tokenizer; .* --levers"):
         tokenizer_ablation([cont], tmp_path / "report", n_images=8)
+
+
+def test_a_recipe_with_crops(monkeypatch):
+    """A recipe may crop the tokenizer's images: its crops are the default, --crop N crops every step, --crop 0
+    trains on whole images; the ablation table names each run against that recipe."""
+    from varlib.prior_report import recipe_changes
+    from varlib.train import RECIPES, recipe_crop
+    cropping = dict(RECIPES["tiny64"], tokenizer_crop=32, tokenizer_crop_fraction=0.9)
+    assert recipe_crop(cropping, None, None) == (32, 0.9)
+    assert recipe_crop(cropping, 32, None) == (32, 1.0)
+    assert recipe_crop(cropping, 16, 0.5) == (16, 0.5)
+    assert recipe_crop(cropping, 0, None) == (None, 1.0)
+    assert recipe_crop(RECIPES["tiny64"], None, None) == (None, 1.0)  # the shipped recipe: whole images
+    config = {"tokenizer": {}}
+    assert recipe_changes({"config": config, "crop": 32, "crop_fraction": 0.9}) == "32 px crops for 90% of the steps"
+    monkeypatch.setitem(RECIPES, "tiny64", cropping)
+    assert recipe_changes({"config": config, "crop": 32, "crop_fraction": 0.9}) == "tiny64 recipe"
+    assert recipe_changes({"config": config, "crop": None}) == "whole images"
+    assert recipe_changes({"config": config, "crop": 32}) == "32 px crops throughout"
 
 
 def test_model_card_states_the_tokenizer_recipe():
