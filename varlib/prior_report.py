@@ -331,7 +331,7 @@ ABLATION_FIELDS = ("Cvae", "vocab_size", "patch_nums", "ch", "num_res_blocks", "
 def recipe_changes(ck: Dict, reference: str = "tiny64") -> str:
     """What a tokenizer run (its ``tokenizer_ckpt.pt`` dict) changed from the ``reference`` recipe, in words."""
     from .prior.configs import named_config
-    from .train import RECIPES
+    from .train import RECIPES, recipe_crop
     tok, ref = ck["config"]["tokenizer"], named_config(reference).tokenizer
     changes = [f"{k} {tok[k]}" for k in ABLATION_FIELDS
                if k in tok and (tuple(tok[k]) if isinstance(tok[k], list) else tok[k]) != getattr(ref, k)]
@@ -342,9 +342,7 @@ def recipe_changes(ck: Dict, reference: str = "tiny64") -> str:
     if ck.get("lr_schedule", "cosine") != "cosine":
         changes.append(f"{ck['lr_schedule']} lr")
     crop, share = ck.get("crop") or None, ck.get("crop_fraction", 1.0)
-    recipe = RECIPES.get(reference, {})
-    ref_crop, ref_share = recipe.get("tokenizer_crop"), recipe.get("tokenizer_crop_fraction", 1.0)
-    if (crop, share if crop else None) != (ref_crop, ref_share if ref_crop else None):
+    if (crop, share if crop else 1.0) != recipe_crop(RECIPES.get(reference, {}), None, None):
         changes.append(f"{crop} px crops" + (f" for {share:.0%} of the steps" if share < 1 else " throughout")
                        if crop else "whole images")
     if ck.get("lr", 1e-3) != 1e-3:
