@@ -72,11 +72,14 @@ def test_two_step_training_runs_and_resumes(tmp_path):
     main(["tokenizer", "--steps", "2", *common])
     ck = torch.load(out / "tokenizer_ckpt.pt", weights_only=False)
     assert ck["step"] == 2
+    with open(out / "tokenizer_log.csv", "a") as f:  # a row logged past the checkpoint by an interrupted run
+        f.write("5,9.9,0.001,1.0,1.0,0.0,10.0,7\n")
     main(["tokenizer", "--steps", "3", "--device", "cpu", *common])  # resumes: one more step, not three
     ck3 = torch.load(out / "tokenizer_ckpt.pt", weights_only=False)
     assert ck3["step"] == 3
     rows = (out / "tokenizer_log.csv").read_text().strip().splitlines()
     assert rows[0].startswith("step,") and rows[-1].startswith("3,")
+    assert not any(r.startswith("5,") for r in rows)
     main(["tokenize", *common])
     tokens = np.load(out / "tokens_train.npz")
     assert tokens["tokens"].shape == (64, sum(p * p for p in (1, 2, 4, 8, 16)))
@@ -91,6 +94,22 @@ def test_two_step_training_runs_and_resumes(tmp_path):
     main(["transformer", "--steps", "2", "--device", "cpu", "--out", str(packed), "--config", "tiny64",
           "--batch", "8"])
     assert torch.load(packed / "transformer_ckpt.pt", weights_only=False)["step"] == 2
+
+
+def test_a_resumed_log_drops_the_rows_past_its_checkpoint(tmp_path):
+    from varlib.train import CsvLog
+    path, fields = tmp_path / "log.csv", ["step", "loss"]
+    log = CsvLog(path, fields)
+    for step in (10, 20, 30, 40):
+        log.write(step=step, loss=1.0 / step)
+    CsvLog(path, fields, resume_step=40)  # everything up to the checkpoint: the file is kept as it is
+    assert len(path.read_text().splitlines()) == 5
+    log = CsvLog(path, fields, resume_step=20)  # the checkpoint holds step 20: steps 30 and 40 will be redone
+    assert [r.split(",")[0] for r in path.read_text().splitlines()] == ["step", "10", "20"]
+    log.write(step=30, loss=0.5)
+    assert path.read_text().splitlines()[-1] == "30,0.5"
+    CsvLog(path, fields)  # no checkpoint: a fresh start keeps only the header
+    assert path.read_text().splitlines() == ["step,loss"]
 
 
 @needs_data

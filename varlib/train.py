@@ -61,11 +61,22 @@ def _resume(ckpt_path: Path, opt: torch.optim.Optimizer, model: Optional[torch.n
 
 
 class CsvLog:
-    def __init__(self, path: Path, fields: Sequence[str]):
+    """A stage's CSV log. ``resume_step``: the step its checkpoint holds; rows logged past it came from an
+    interrupted run whose later steps the resumed run redoes, so they are dropped rather than duplicated."""
+
+    def __init__(self, path: Path, fields: Sequence[str], resume_step: int = 0):
         self.path, self.fields = path, list(fields)
-        if not path.exists():
-            with open(path, "w", newline="") as f:
-                csv.writer(f).writerow(self.fields)
+        kept: List[List[str]] = []
+        if path.exists():
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+            kept = [r for r in rows[1:] if r and int(float(r[0])) <= resume_step]
+            if len(kept) == len(rows) - 1:
+                return
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([self.fields] + kept)
+        os.replace(tmp, path)
 
     def write(self, **row) -> None:
         with open(self.path, "a", newline="") as f:
@@ -228,7 +239,8 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
     if step >= steps:
         return ckpt_path
     images, _ = load_train_images(shards, limit)
-    log = CsvLog(out / "tokenizer_log.csv", ["step", "elapsed_s", "lr", "loss", "l1", "vq", "psnr", "codes_used"])
+    log = CsvLog(out / "tokenizer_log.csv", ["step", "elapsed_s", "lr", "loss", "l1", "vq", "psnr", "codes_used"],
+                 step)
     t0 = time.time()
     V = cfg.tokenizer.vocab_size
     hits_window = torch.zeros(V, device=dev)
@@ -441,7 +453,7 @@ def train_decoder(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: 
                 "history": prior.metadata["decoder_history"]}  # earlier decoder runs this one continues
     pn = cfg.tokenizer.patch_nums
     q = tok.quantize
-    log = CsvLog(out / "decoder_log.csv", ["step", "elapsed_s", "lr", "loss", "psnr"])
+    log = CsvLog(out / "decoder_log.csv", ["step", "elapsed_s", "lr", "loss", "psnr"], step)
     t0 = time.time()
     bar = tqdm(total=steps, initial=step, desc="decoder", unit="step")
     budget = WallBudget(minutes, step, "decoder")
@@ -513,9 +525,9 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
         kept = perm[holdout:].sort().values
         ho_tokens, ho_labels = tokens[perm[:holdout]].to(dev), labels[perm[:holdout]].to(dev)
         tokens, labels = tokens[kept], labels[kept]
-        eval_log = CsvLog(out / "transformer_eval.csv", ["step", "elapsed_s", "holdout_nll"])
+        eval_log = CsvLog(out / "transformer_eval.csv", ["step", "elapsed_s", "holdout_nll"], step)
     pn = cfg.tokenizer.patch_nums
-    log = CsvLog(out / "transformer_log.csv", ["step", "elapsed_s", "lr", "loss", "acc"])
+    log = CsvLog(out / "transformer_log.csv", ["step", "elapsed_s", "lr", "loss", "acc"], step)
     t0 = time.time()
     bar = tqdm(total=steps, initial=step, desc="transformer", unit="step")
     q = prior.tokenizer.quantize

@@ -123,7 +123,7 @@ def train(out: Path, cfg: DiffusionConfig, steps: int, batch: int = 32, lr: floa
         data_desc = f"{len(images)} images given in memory"
     if len(images) < batch:
         raise ValueError(f"{len(images)} training images for a batch of {batch}")
-    log = CsvLog(out / "log.csv", LOG_FIELDS)
+    log = CsvLog(out / "log.csv", LOG_FIELDS, step)
     t0 = time.time()
     bar = tqdm(total=steps, initial=step, desc="diffusion", unit="step", disable=not progress)
     while step < steps:
