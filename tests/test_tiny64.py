@@ -315,19 +315,36 @@ GPU_WEIGHTS = PACKAGE_WEIGHTS / "tiny64-gpu"
 
 
 @pytest.mark.skipif(not GPU_WEIGHTS.exists(), reason="tiny64-gpu is not exported (make prior-gpu needs a CUDA device)")
-def test_gpu_prior_shares_the_tokenizer():
+def test_gpu_prior_records_the_token_maps_it_was_built_on():
+    """tiny64-gpu is tiny64's encoder and codebook of the time with a decoder and a transformer trained further on
+    a GPU; each shipped prior records the fingerprint of its token maps, and the cards say which tiny64 that was."""
+    from varlib.train import token_map_fingerprint
     total = sum(f.stat().st_size for f in GPU_WEIGHTS.iterdir())
     assert total <= 25 * 2 ** 20, f"shipped prior is {total / 2**20:.1f} MiB > 25 MiB"
     gpu, cpu = load_prior("tiny64-gpu"), load_prior("tiny64")
     assert gpu.name == "tiny64-gpu"
-    shared = ("encoder.", "quant_conv.", "quantize.")  # so the same token maps: the transformers are comparable
-    for (k, a), b in zip(gpu.tokenizer.state_dict().items(), cpu.tokenizer.state_dict().values()):
-        if k.startswith(shared) and a.is_floating_point() and "ema_vocab_hit" not in k:
-            assert torch.equal(a, b), k
+    fingerprints = [token_map_fingerprint(p) for p in (gpu, cpu)]
+    assert [p.metadata["metrics"]["tokenizer"]["token_map_sha256"] for p in (gpu, cpu)] == fingerprints
     assert not torch.equal(gpu.tokenizer.decoder.conv_out.weight, cpu.tokenizer.decoder.conv_out.weight)
     assert not torch.equal(gpu.transformer.head.weight, cpu.transformer.head.weight)
     card = (GPU_WEIGHTS / "MODEL_CARD.md").read_text()
     assert "H200" in card and "over-fitted" in card and "continuing that decoder" in card
+    assert fingerprints[0][:16] in card
+    if fingerprints[0] != fingerprints[1]:  # tiny64 retrained since: its card must not claim the same token maps
+        assert "retrained" in card
+
+
+def test_token_map_fingerprint_follows_the_encoder_not_the_decoder():
+    from conftest import make_prior
+    from varlib.train import token_map_fingerprint
+    prior = make_prior()
+    before = token_map_fingerprint(prior)
+    with torch.no_grad():
+        next(prior.tokenizer.decoder.parameters()).add_(0.1)
+    assert token_map_fingerprint(prior) == before
+    with torch.no_grad():
+        next(prior.tokenizer.encoder.parameters()).add_(0.1)
+    assert token_map_fingerprint(prior) != before
 
 
 def test_tuned_settings_fall_back_to_the_prior_sharing_the_tokenizer(tmp_path, monkeypatch):

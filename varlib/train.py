@@ -794,12 +794,29 @@ def evaluate(out: Path, cfg: PriorConfig) -> Dict:
     return metrics
 
 
+TOKEN_MAP_PARTS = ("encoder.", "quant_conv.", "quantize.")  # what decides the token maps; the decoder side does not
+
+
+def token_map_fingerprint(prior: Prior) -> str:
+    """sha256 of the tokenizer weights that decide the token maps (encoder, quant_conv, codebook and phi
+    convolutions), rounded to fp16 as shipped. Two priors with the same fingerprint tokenise every image the
+    same way, so their transformers' NLLs are comparable; tiny64-gpu records the one it was built on."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, t in sorted(prior.tokenizer.state_dict().items()):
+        if name.startswith(TOKEN_MAP_PARTS) and t.is_floating_point() and "ema_vocab_hit" not in name:
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float16).numpy().tobytes())
+    return h.hexdigest()
+
+
 def export(out: Path, cfg: PriorConfig, dest: Path) -> Path:
     """Ship the trained prior: fp16 safetensors, config, metrics, SHA256SUMS and MODEL_CARD.md."""
     prior = assemble_prior(out, cfg)
     save_prior(prior, dest, half=True)
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else None
     if metrics is not None:
+        metrics["tokenizer"]["token_map_sha256"] = token_map_fingerprint(prior)
         (dest / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (dest / "MODEL_CARD.md").write_text(model_card(prior, metrics, dest))
     return dest
