@@ -437,18 +437,20 @@ def test_a_recipe_with_crops(monkeypatch):
     trains on whole images; the ablation table names each run against that recipe."""
     from varlib.prior_report import recipe_changes
     from varlib.train import RECIPES, recipe_crop
-    cropping = dict(RECIPES["tiny64"], tokenizer_crop=32, tokenizer_crop_fraction=0.9)
+    cropping = RECIPES["tiny64"]  # the shipped recipe: 32 px crops for 90 % of the tokenizer's steps
     assert recipe_crop(cropping, None, None) == (32, 0.9)
     assert recipe_crop(cropping, 32, None) == (32, 1.0)
     assert recipe_crop(cropping, 16, 0.5) == (16, 0.5)
     assert recipe_crop(cropping, 0, None) == (None, 1.0)
-    assert recipe_crop(RECIPES["tiny64"], None, None) == (None, 1.0)  # the shipped recipe: whole images
+    whole = {k: v for k, v in cropping.items() if not k.startswith("tokenizer_crop")}
+    assert recipe_crop(whole, None, None) == (None, 1.0)
     config = {"tokenizer": {}}
-    assert recipe_changes({"config": config, "crop": 32, "crop_fraction": 0.9}) == "32 px crops for 90% of the steps"
-    monkeypatch.setitem(RECIPES, "tiny64", cropping)
     assert recipe_changes({"config": config, "crop": 32, "crop_fraction": 0.9}) == "tiny64 recipe"
     assert recipe_changes({"config": config, "crop": None}) == "whole images"
     assert recipe_changes({"config": config, "crop": 32}) == "32 px crops throughout"
+    monkeypatch.setitem(RECIPES, "tiny64", whole)
+    assert recipe_changes({"config": config, "crop": 32, "crop_fraction": 0.9}) == "32 px crops for 90% of the steps"
+    assert recipe_changes({"config": config, "crop": None}) == "tiny64 recipe"
 
 
 def test_model_card_states_the_tokenizer_recipe():
