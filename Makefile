@@ -25,7 +25,7 @@ help:
 	@echo "make benchmark | ablation-injection | ablation-guidance | runtime | report-notebook"
 	@echo "                      one study notebook (PARAMS=...); make report: HTML in results/<run>/html"
 	@echo "make screenshots      PNG screenshots of the HTML reports (headless chromium)"
-	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2.3 h)"
+	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~3 h)"
 	@echo "make prior-gpu        tiny64-gpu: tiny64's encoder + a decoder and a transformer trained on a CUDA device (~13 min)"
 	@echo "make prior-levers     tokenizer capacity levers: tiny64's tokenizer continued 4 ways, scored (2-core CPU, ~1.2 h)"
 	@echo "make prior-ablation   tokenizer training choices: 11 short runs from scratch, scored (2-core CPU, ~1.6 h)"
