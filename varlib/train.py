@@ -830,10 +830,10 @@ def model_card(prior: Prior, metrics: Optional[Dict], dest: Path) -> str:
     sums = (dest / "SHA256SUMS").read_text().strip()
     gpu = metrics is not None and any(d != "cpu" for d in (metrics["transformer"].get("device", "cpu"),
                                                            metrics["tokenizer"].get("decoder_device", "cpu")))
-    intro = ("A small class-conditional VAR (multi-scale VQ tokenizer + next-scale transformer): "
-             + ("tiny64's encoder and codebook (`make prior`, 2-core CPU) with a decoder and a transformer trained "
+    intro = ("A small class-conditional VAR (multi-scale VQ tokenizer + next-scale transformer)"
+             + (": tiny64's encoder and codebook (`make prior`, 2-core CPU) with a decoder and a transformer trained "
                 "further on one GPU (`make prior-gpu`); an alternative to the embedded default prior tiny64."
-                if gpu else "trained by `python -m varlib.train all` (`make prior`) on a 2-core CPU; the embedded "
+                if gpu else " trained by `python -m varlib.train all` (`make prior`) on a 2-core CPU; the embedded "
                 "default prior of varlib."))
     lines = [f"# Model card: {c.name}", "",
              intro, "",
