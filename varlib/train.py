@@ -794,17 +794,15 @@ def evaluate(out: Path, cfg: PriorConfig) -> Dict:
     return metrics
 
 
-TOKEN_MAP_PARTS = ("encoder.", "quant_conv.", "quantize.")  # what decides the token maps; the decoder side does not
-
-
 def token_map_fingerprint(prior: Prior) -> str:
-    """sha256 of the tokenizer weights that decide the token maps (encoder, quant_conv, codebook and phi
-    convolutions), rounded to fp16 as shipped. Two priors with the same fingerprint tokenise every image the
-    same way, so their transformers' NLLs are comparable; tiny64-gpu records the one it was built on."""
+    """sha256 of the tokenizer weights that decide the token maps: all but ``DECODER_PARTS`` (encoder, quant_conv,
+    codebook and phi convolutions, which the decoder stage keeps frozen), rounded to fp16 as shipped. Two priors
+    with the same fingerprint tokenise every image the same way, so their transformers' NLLs are comparable;
+    tiny64-gpu records the one it was built on."""
     import hashlib
     h = hashlib.sha256()
     for name, t in sorted(prior.tokenizer.state_dict().items()):
-        if name.startswith(TOKEN_MAP_PARTS) and t.is_floating_point() and "ema_vocab_hit" not in name:
+        if not name.startswith(DECODER_PARTS) and t.is_floating_point() and "ema_vocab_hit" not in name:
             h.update(name.encode())
             h.update(t.detach().to("cpu", torch.float16).numpy().tobytes())
     return h.hexdigest()
