@@ -15,7 +15,7 @@ ifeq ($(origin VARLIB_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: all test venv prior prior-gpu prior-report-gpu prior-levers prior-ablation diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
+.PHONY: all test venv prior prior-gpu prior-gpu-carry prior-gpu-export prior-report-gpu prior-levers prior-ablation diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
 .DEFAULT_GOAL := help
 
 help:
@@ -26,7 +26,8 @@ help:
 	@echo "                      one study notebook (PARAMS=...); make report: HTML in results/<run>/html"
 	@echo "make screenshots      PNG screenshots of the HTML reports (headless chromium)"
 	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~3 h)"
-	@echo "make prior-gpu        tiny64-gpu: tiny64's encoder + a decoder and a transformer trained on a CUDA device (~13 min)"
+	@echo "make prior-gpu        tiny64-gpu: tiny64's encoder + a decoder and a transformer trained on a CUDA device (~10 min)"
+	@echo "make prior-gpu-carry  what one device call carries for it (63 MB; scripts/prior_gpu_device.sh runs there)"
 	@echo "make prior-levers     tokenizer capacity levers: tiny64's tokenizer continued 4 ways, scored (2-core CPU, ~1.2 h)"
 	@echo "make prior-ablation   tokenizer training choices: 11 short runs from scratch, scored (2-core CPU, ~1.6 h)"
 	@echo "make diffusion-prior  retrain the embedded diffusion prior (2-core CPU, ~1 h; DIFFUSION_STEPS=...)"
@@ -57,20 +58,31 @@ test: $(VENV)/.stamp
 prior: $(VENV)/.stamp
 	$(PY) -m varlib.train all --out runs/tiny64
 
-# the GPU recipe: tiny64's tokenizer side (runs/tiny64, from `make prior`), the transformer trained on
-# one CUDA device (6 min on an H200); tiny64's decoder continued on the frozen token maps of train shard 0
-# (7 min on an H200; encoder, codebook and tokens unchanged); then evaluated on CPU and exported to
-# varlib/weights/tiny64-gpu
+# the GPU recipe: tiny64's tokenizer side (runs/tiny64, from `make prior`) with a transformer trained on its
+# token maps and tiny64's shipped decoder continued on the frozen token maps of 10,000 training images
+# (GPU_DECODER_DATA; encoder, codebook and tokens unchanged), side by side on one CUDA device (6.5 min on an
+# H200); then evaluated on the CPU and exported to varlib/weights/tiny64-gpu. The same three steps serve a
+# device machine without the data, which a call reaches with at most 64 MiB: `make prior-gpu-carry` here
+# writes GPU_CARRY (tiny64's token maps, its shipped tokenizer, the decoder's images as one tar: 63 MB), the
+# call carries it and runs `bash scripts/prior_gpu_device.sh`; copy the two folders it returns into runs/,
+# then `make prior-gpu-export` here.
 GPU_RUN ?= runs/tiny64-gpu
 GPU_DECODER_RUN ?= runs/tiny64-gpu-decoder
-prior-gpu: $(VENV)/.stamp
-	$(PY) -m varlib.train transformer --config tiny64-gpu --from runs/tiny64 --out $(GPU_RUN) \
-		--device cuda --batch 256 --steps 6176 --holdout 1000 --eval-every 500 --ckpt-every 100000
-	$(PY) -m varlib.train tokenize --init-weights tiny64 --out $(GPU_DECODER_RUN) --shards 0 --device cuda
-	$(PY) -m varlib.train decoder --out $(GPU_DECODER_RUN) --shards 0 --device cuda --batch 128 --lr 3e-4 \
-		--steps 11801
+GPU_DECODER_DATA ?= --every 6 --limit 10000
+GPU_CARRY ?= runs/gpu
+prior-gpu: prior-gpu-carry
+	CARRY=$(GPU_CARRY) OUT=runs PY=$(PY) bash scripts/prior_gpu_device.sh
+	$(MAKE) prior-gpu-export
+
+prior-gpu-carry: $(VENV)/.stamp
+	$(PY) -m varlib.train pack --out runs/tiny64 --dest $(GPU_CARRY)
+	rm -f $(GPU_CARRY)/tokenizer_ckpt.pt $(GPU_CARRY)/decoder_ckpt.pt
+	$(PY) -m varlib.train pack --init-weights tiny64 --out $(GPU_CARRY)-tokenizer --dest $(GPU_CARRY)/dec
+	$(PY) -m varlib.train subset $(GPU_DECODER_DATA) --dest $(GPU_CARRY)/data
+
+prior-gpu-export: $(VENV)/.stamp
 	cp $(GPU_DECODER_RUN)/decoder_ckpt.pt $(GPU_RUN)/decoder_ckpt.pt
-	$(PY) -m varlib.train evaluate --config tiny64-gpu --out $(GPU_RUN)
+	$(PY) -m varlib.train evaluate --config tiny64-gpu --from runs/tiny64 --out $(GPU_RUN)
 	$(PY) -m varlib.train export --config tiny64-gpu --out $(GPU_RUN)
 
 # its figures (results/prior/tiny64-gpu/; the training curves need $(GPU_RUN) from the GPU machine)

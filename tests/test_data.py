@@ -118,3 +118,48 @@ def test_tinyimagenet_val():
 def test_kodak24():
     x, names = load_images("kodak24", 64, limit=2, with_names=True)
     assert tuple(x.shape) == (2, 3, 64, 64) and names == ["kodim01.png", "kodim02.png"]
+
+
+def _fake_tinyimagenet(root: Path, per_shard: int = 7) -> Path:
+    """A Tiny ImageNet folder in the shared layout: 3 training tars of small random JPEGs, 2 classes."""
+    import io
+    import tarfile
+    folder = root / "tinyimagenet"
+    folder.mkdir(parents=True)
+    wnids = ["n00000001", "n00000002"]
+    (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (folder / "words.txt").write_text("".join(f"{w}\tclass {i}\n" for i, w in enumerate(wnids)))
+    rng = np.random.default_rng(0)
+    for s in range(3):
+        with tarfile.open(folder / f"train-{s:03d}.tar", "w") as tf:
+            for i in range(per_shard):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
+                info = tarfile.TarInfo(f"{wnids[i % 2]}/{wnids[i % 2]}_{s * 100 + i}.JPEG")
+                info.size = buf.tell()
+                buf.seek(0)
+                tf.addfile(info, buf)
+    return root
+
+
+def test_training_subset_carries_the_same_images(tmp_path, monkeypatch):
+    """`every` keeps every N-th image of each shard in name order; write_train_subset copies that selection into
+    one tar that reads back, as shard 0, to the same images and labels (in name order), and notes its origin."""
+    from varlib.data import read_tinyimagenet, train_selection, write_train_subset
+    monkeypatch.setenv("VARLIB_DATA_DIR", str(_fake_tinyimagenet(tmp_path / "full")))
+    x_all, y_all, names_all = read_tinyimagenet("train")
+    x, y, names = read_tinyimagenet("train", every=3, limit=7)
+    shard_of = {n: int(Path(n).stem.split("_")[1]) // 100 for n in names_all}  # image s*100+i is in shard s
+    per_shard = [sorted(n for n in names_all if shard_of[n] == s)[::3] for s in (0, 1, 2)]
+    assert names == [n for shard in per_shard for n in shard][:7] and len(names) == 7
+    assert np.array_equal(x[1], x_all[names_all.index(names[1])]) and y[1] == y_all[names_all.index(names[1])]
+    with pytest.raises(ValueError, match="every=0"):
+        read_tinyimagenet("train", every=0)
+    write_train_subset(tmp_path / "sub", every=3, limit=7)
+    monkeypatch.setenv("VARLIB_DATA_DIR", str(tmp_path / "sub"))
+    x_sub, y_sub, names_sub = read_tinyimagenet("train", shards=[0])
+    assert names_sub == sorted(names)  # one tar: name order across the shards it was cut from
+    order = [names.index(n) for n in names_sub]
+    assert np.array_equal(x_sub, x[order]) and np.array_equal(y_sub, y[order])
+    assert train_selection([0]) == {"shards": [0], "every": 1, "limit": None,
+                                    "subset_of": {"shards": [0, 1, 2], "every": 3, "limit": 7, "images": 7}}

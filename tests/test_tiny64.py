@@ -229,6 +229,7 @@ def test_decoder_of_another_width_on_the_shipped_tokens(tmp_path):
     main(["decoder", "--steps", "100000", "--minutes", "0.001", *common])
     ck = torch.load(out / "decoder_ckpt.pt", weights_only=False)
     assert ck["step"] == 71 and ck["train_images"] == 32 and ck["batch"] == 4
+    assert ck["train_selection"] == {"shards": [0], "every": 1, "limit": 32}
     assert ck["history"] == start["decoder_history"]
     assert ck["model"]["decoder.conv_in.weight"].shape[0] == 40 * 4  # the widest level: 40 x ch_mult[-1]
     cfg = shipped.config
@@ -242,6 +243,24 @@ def test_decoder_of_another_width_on_the_shipped_tokens(tmp_path):
                                 "decoder_train_images": 32, "decoder_history": ck["history"]})
     assert len(lines) == 2 and "1500 steps of batch 32" in lines[0]
     assert "71 steps of batch 4 on the first 32 training images" in lines[1] and "NVIDIA H200" in lines[1]
+
+
+def test_model_card_names_a_carried_training_subset():
+    """A decoder trained on a subset written by `varlib.train subset` (read back as shard 0 of the carried
+    folder) is described by the selection that subset holds, not as 'the first N images'."""
+    from varlib.train import decoder_card_lines
+    carried = {"shards": [0], "every": 1, "limit": None,
+               "subset_of": {"shards": [0, 1, 2], "every": 6, "limit": 10000, "images": 10000}}
+    tk = {"decoder_finetune_steps": 4460, "decoder_finetune_wall_s": 320.5, "decoder_batch": 128,
+          "decoder_lr": 3e-4, "decoder_device": "NVIDIA H200", "decoder_train_images": 10000,
+          "decoder_train_selection": carried}
+    (line,) = decoder_card_lines(tk)
+    assert "on 10000 training images (every 6th of each shard's images in name order, shards 0-2" in line
+    assert "first 10000 training images" not in line
+    tk.update(decoder_train_images=20200, decoder_train_selection={"shards": [0], "every": 1, "limit": None})
+    assert "on the first 20200 training images (shard 0)" in decoder_card_lines(tk)[0]
+    tk.update(decoder_train_images=60600, decoder_train_selection=None)
+    assert " on " not in decoder_card_lines(tk)[0].split(" steps of batch 128")[1].split(",")[0]
 
 
 def test_continuation_state_grows_the_codebook_and_refuses_other_changes():
@@ -464,3 +483,12 @@ def test_model_card_states_the_tokenizer_recipe():
     words = tokenizer_recipe_words({"lr": 5e-4, "lr_schedule": "constant", "loss": "l2", "crop": 32,
                                     "crop_fraction": 0.9})
     assert words == "AdamW lr 5e-4 constant, L2 + VQ loss, random 32 px crops for the first 90% of the steps"
+
+
+def test_batch_indices_cover_an_epoch_and_refuse_a_batch_larger_than_the_data():
+    from varlib.train import batch_indices
+    epoch = np.concatenate([batch_indices(10, k, 3, seed=1) for k in range(3)])  # 3 full batches of 10 images
+    assert len(set(epoch.tolist())) == 9 and np.array_equal(batch_indices(10, 1, 3, seed=1), epoch[3:6])
+    assert not np.array_equal(batch_indices(10, 3, 3, seed=1), epoch[:3])  # the next epoch is reshuffled
+    with pytest.raises(ValueError, match="batch 128 is larger than the 64 training images"):
+        batch_indices(64, 0, 128, seed=0)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -39,22 +41,30 @@ def _decode(raw: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), dtype=np.uint8)
 
 
-def read_tinyimagenet(split: str, shards: Optional[List[int]] = None, limit: Optional[int] = None
-                      ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+def _train_members(tf: tarfile.TarFile, every: int) -> list:
+    """A training shard's images in name order, every ``every``-th of them."""
+    members = sorted((m for m in tf.getmembers() if m.isfile() and m.name.lower().endswith(".jpeg")),
+                     key=lambda m: m.name)
+    return members[::every]
+
+
+def read_tinyimagenet(split: str, shards: Optional[List[int]] = None, limit: Optional[int] = None,
+                      every: int = 1) -> Tuple[np.ndarray, np.ndarray, List[str]]:
     """Read Tiny ImageNet straight from its tar files.
 
     Returns (uint8 images (N, 64, 64, 3), int64 labels (N,), member names). ``split`` is
-    ``"train"`` (shards 0..2, members sorted by name) or ``"val"`` (sorted by image index).
+    ``"train"`` (shards 0..2, members sorted by name; ``every``: only every ``every``-th member of each
+    shard) or ``"val"`` (sorted by image index). ``limit`` keeps the first ``limit`` images.
     """
+    if every < 1:
+        raise ValueError(f"every={every}: pass 1 for every image, or N > 1 for every N-th")
     d = _tiny_dir()
     wnid_to_label = {w: i for i, w in enumerate(tinyimagenet_classes())}
     images, labels, names = [], [], []
     if split == "train":
         for s in (shards if shards is not None else [0, 1, 2]):
             with tarfile.open(d / f"train-{s:03d}.tar") as tf:
-                members = sorted((m for m in tf.getmembers() if m.isfile() and m.name.lower().endswith(".jpeg")),
-                                 key=lambda m: m.name)
-                for m in members:
+                for m in _train_members(tf, every):
                     if limit is not None and len(images) >= limit:
                         break
                     wnid = Path(m.name).parent.name
@@ -81,6 +91,47 @@ def read_tinyimagenet(split: str, shards: Optional[List[int]] = None, limit: Opt
     else:
         raise ValueError(f"unknown Tiny ImageNet split {split!r}; use 'train' or 'val'")
     return np.stack(images), np.asarray(labels, dtype=np.int64), names
+
+
+#: Written beside a carried training subset (``write_train_subset``): the selection it holds.
+SUBSET_NOTE = "subset.json"
+
+
+def train_selection(shards: Optional[List[int]] = None, every: int = 1, limit: Optional[int] = None) -> dict:
+    """Which training images a run reads, as a run records it: shards, ``every``, ``limit`` and, when the
+    data folder is a subset written by :func:`write_train_subset`, the selection that subset holds."""
+    sel = {"shards": list(shards) if shards is not None else [0, 1, 2], "every": every, "limit": limit}
+    note = _tiny_dir() / SUBSET_NOTE
+    if note.exists():
+        sel["subset_of"] = json.loads(note.read_text())
+    return sel
+
+
+def write_train_subset(dest: Path, shards: Optional[List[int]] = None, every: int = 1,
+                       limit: Optional[int] = None) -> Path:
+    """Copy a selection of the training split (as :func:`read_tinyimagenet` makes it) into
+    ``dest/tinyimagenet/train-000.tar``, the JPEG bytes unchanged, with the class lists and a
+    ``subset.json`` note. For a device call, which carries at most 64 MiB: 10,000 images are 27 MB,
+    a whole shard 55 MB. Read it back with ``VARLIB_DATA_DIR=dest`` and ``shards=[0]``: the same images,
+    in name order across the selected shards (``make prior-gpu`` trains from this tar on any machine, so
+    the order is the same everywhere)."""
+    src, folder = _tiny_dir(), Path(dest) / "tinyimagenet"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp, n = folder / "train-000.tar.tmp", 0
+    with tarfile.open(tmp, "w") as out:
+        for s in (shards if shards is not None else [0, 1, 2]):
+            with tarfile.open(src / f"train-{s:03d}.tar") as tf:
+                for m in _train_members(tf, every):
+                    if limit is not None and n >= limit:
+                        break
+                    out.addfile(m, tf.extractfile(m))
+                    n += 1
+    os.replace(tmp, folder / "train-000.tar")
+    for name in ("wnids.txt", "words.txt"):
+        shutil.copyfile(src / name, folder / name)
+    sel = {**train_selection(shards, every, limit), "images": n}
+    (folder / SUBSET_NOTE).write_text(json.dumps(sel, indent=1))
+    return folder / "train-000.tar"
 
 
 def to_tensor(images_uint8: np.ndarray) -> torch.Tensor:

@@ -123,9 +123,9 @@ def psnr_batch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / mse)
 
 
-def load_train_images(shards: Optional[List[int]] = None, limit: Optional[int] = None):
+def load_train_images(shards: Optional[List[int]] = None, limit: Optional[int] = None, every: int = 1):
     from .data import read_tinyimagenet
-    x, y, _ = read_tinyimagenet("train", shards=shards, limit=limit)
+    x, y, _ = read_tinyimagenet("train", shards=shards, limit=limit, every=every)
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)  # uint8 NCHW
 
 
@@ -138,6 +138,9 @@ def load_val_images(n: int = VAL_SLICE):
 def batch_indices(n: int, step: int, batch: int, seed: int) -> np.ndarray:
     """Deterministic epoch-wise shuffling: the indices of ``step`` depend only on (seed, step)."""
     per_epoch = n // batch
+    if per_epoch == 0:
+        raise ValueError(f"batch {batch} is larger than the {n} training images or maps: pass a smaller --batch "
+                         "or use more images (--limit/--every/--shards)")
     epoch, k = divmod(step, per_epoch)
     perm = np.random.default_rng(seed * 100003 + epoch).permutation(n)
     return perm[k * batch:(k + 1) * batch]
@@ -352,7 +355,7 @@ def init_from_weights(out: Path, name: str) -> Path:
     history = list(tk.get("decoder_history", [])) + ([{
         "steps": tk["decoder_finetune_steps"], "wall_s": tk.get("decoder_finetune_wall_s"),
         "batch": tk.get("decoder_batch", 32), "lr": tk.get("decoder_lr", 6e-4), "device": tk.get("decoder_device", "cpu"),
-        **({"train_images": tk["decoder_train_images"]} if "decoder_train_images" in tk else {})}]
+        **{key: tk[f"decoder_{key}"] for key in ("train_images", "train_selection") if f"decoder_{key}" in tk}}]
         if "decoder_finetune_steps" in tk else [])
     _atomic_save({"model": prior.tokenizer.state_dict(), "step": tk.get("steps", 0), "elapsed": tk.get("train_wall_s", 0.0),
                   "config": prior.config.to_dict(), "init_weights": name, "decoder_history": history}, path)
@@ -381,14 +384,15 @@ def load_tokenizer_from_ckpt(out: Path, cfg: PriorConfig) -> Prior:
 # -- stage 2: tokenising -----------------------------------------------------------------------------
 @torch.no_grad()
 def tokenize_split(out: Path, cfg: PriorConfig, split: str, shards=None, limit=None, batch: int = 256,
-                   device: str = "cpu") -> Path:
+                   device: str = "cpu", every: int = 1) -> Path:
     """Token maps of a split -> ``tokens_{split}.npz`` (uint16 (N, L) and labels)."""
     path = out / f"tokens_{split}.npz"
     if path.exists():
         return path
     dev = torch.device(device)
     prior = load_tokenizer_from_ckpt(out, cfg).to(dev)
-    images, labels = (load_train_images(shards, limit) if split == "train" else load_val_images(limit or VAL_SLICE))
+    images, labels = (load_train_images(shards, limit, every) if split == "train"
+                      else load_val_images(limit or VAL_SLICE))
     rows = []
     for i in tqdm(range(0, len(images), batch), desc=f"tokenize {split}", unit="batch"):
         x = (images[i:i + batch].float().div(255) * 2 - 1).to(dev)
@@ -417,7 +421,7 @@ DECODER_PARTS = ("decoder.", "post_quant_conv.")  # what the decoder stage train
 
 def train_decoder(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: float = 6e-4, seed: int = 0,
                   shards: Optional[List[int]] = None, limit: Optional[int] = None, ckpt_every: int = 200,
-                  bf16: bool = True, device: str = "cpu", minutes: Optional[float] = None) -> Path:
+                  bf16: bool = True, device: str = "cpu", minutes: Optional[float] = None, every: int = 1) -> Path:
     """Fine-tune the decoder on the frozen token maps of the training split (``tokens_train.npz``).
 
     The token maps, and so the transformer trained on them, stay valid: only the map from the
@@ -442,14 +446,16 @@ def train_decoder(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: 
         return ckpt_path
     data = np.load(out / "tokens_train.npz")
     tokens = torch.from_numpy(data["tokens"].astype(np.int64))
-    images, image_labels = load_train_images(shards, limit)
+    images, image_labels = load_train_images(shards, limit, every)
     # the maps are stored in image order, shard by shard: a run on the first shard(s) uses their prefix
     prefix_ok = len(images) < len(tokens) and np.array_equal(data["labels"][:len(images)], image_labels.numpy())
     if len(images) != len(tokens) and not prefix_ok:
         raise ValueError(f"{out / 'tokens_train.npz'} holds {len(tokens)} token maps but the training split has "
-                         f"{len(images)} images: run the decoder stage with the same --shards/--limit as `tokenize`")
+                         f"{len(images)} images: run the decoder stage with the same --shards/--every/--limit as `tokenize`")
     tokens = tokens[:len(images)]
+    from .data import train_selection
     run_info = {**_run_info(dev, batch, lr), "train_images": len(images),
+                "train_selection": train_selection(shards, every, limit),
                 "history": prior.metadata["decoder_history"]}  # earlier decoder runs this one continues
     pn = cfg.tokenizer.patch_nums
     q = tok.quantize
@@ -787,7 +793,7 @@ def evaluate(out: Path, cfg: PriorConfig) -> Dict:
         ck = torch.load(out / "decoder_ckpt.pt", map_location="cpu", weights_only=False)
         metrics["tokenizer"]["decoder_finetune_steps"] = ck["step"]
         metrics["tokenizer"]["decoder_finetune_wall_s"] = round(ck.get("elapsed", 0.0), 1)
-        for key in ("batch", "lr", "device", "train_images", "history"):
+        for key in ("batch", "lr", "device", "train_images", "train_selection", "history"):
             if key in ck:
                 metrics["tokenizer"][f"decoder_{key}"] = ck[key]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -833,6 +839,12 @@ def model_card(prior: Prior, metrics: Optional[Dict], dest: Path) -> str:
                 "further on one GPU (`make prior-gpu`); an alternative to the embedded default prior tiny64."
                 if gpu else " trained by `python -m varlib.train all` (`make prior`) on a 2-core CPU; the embedded "
                 "default prior of varlib."))
+    fingerprint = (metrics or {}).get("tokenizer", {}).get("token_map_sha256")
+    if gpu and fingerprint:
+        intro += (f"\n\nIts encoder and codebook, and so its token maps (fingerprint `{fingerprint[:16]}`, "
+                  "`varlib.train.token_map_fingerprint`), are those of the tiny64 whose `metrics.json` records the "
+                  "same fingerprint. A tiny64 retrained since tokenises differently; `make prior-gpu` after "
+                  "`make prior` rebuilds this prior on it.")
     lines = [f"# Model card: {c.name}", "",
              intro, "",
              "## Data", "",
@@ -919,20 +931,32 @@ def decoder_card_lines(tk: Dict) -> List[str]:
     runs = list(tk.get("decoder_history", [])) + [
         {"steps": tk["decoder_finetune_steps"], "wall_s": tk["decoder_finetune_wall_s"], "batch": tk.get("decoder_batch", 32),
          "lr": tk.get("decoder_lr", 6e-4), "device": tk.get("decoder_device", "cpu"),
-         "train_images": tk.get("decoder_train_images")}]
+         "train_images": tk.get("decoder_train_images"), "train_selection": tk.get("decoder_train_selection")}]
     lines = []
     for i, r in enumerate(runs):
         lr = r.get("lr", 6e-4)
         where = "" if r.get("device", "cpu") == "cpu" else f" on one {r['device']}"
-        n = r.get("train_images") or 60600
-        shards = f" (shard{'s 0-' if n > SHARD_IMAGES else ' '}{n // SHARD_IMAGES - 1 if n > SHARD_IMAGES else 0})" \
-            if n % SHARD_IMAGES == 0 else ""
-        data = f" on the first {n} training images{shards}" if n < 3 * SHARD_IMAGES else ""
+        data = _decoder_data_words(r.get("train_images") or 3 * SHARD_IMAGES, r.get("train_selection"))
         head = "- Decoder fine-tuning on the frozen token maps" if i == 0 else "- Then, continuing that decoder"
         lines.append(f"{head}: {r['steps']} steps of batch {r['batch']}{data}, AdamW lr {_sci(lr)} cosine to {_sci(lr / 10)}, "
                      f"L1 + L2 loss; {(r.get('wall_s') or 0) / 60:.0f} min wall{where} "
                      "(encoder, codebook and tokens unchanged).")
     return lines
+
+
+def _decoder_data_words(n: int, selection: Optional[Dict]) -> str:
+    """' on ...' naming the training images a decoder run saw ('' for the whole split)."""
+    sel = (selection or {}).get("subset_of", selection)  # a carried subset: the selection it was cut from
+    if sel and sel.get("every", 1) > 1:
+        shards = sel.get("shards", [0, 1, 2])
+        cut = f", the first {n}" if sel.get("limit") else ""
+        return (f" on {n} training images (every {sel['every']}th of each shard's images in name order, shards "
+                f"{shards[0]}-{shards[-1]}{cut}; `python -m varlib.train subset`)")
+    if n >= 3 * SHARD_IMAGES:
+        return ""
+    shards = f" (shard{'s 0-' if n > SHARD_IMAGES else ' '}{n // SHARD_IMAGES - 1 if n > SHARD_IMAGES else 0})" \
+        if n % SHARD_IMAGES == 0 else ""
+    return f" on the first {n} training images{shards}"
 
 
 def transformer_card_lines(tr: Dict) -> List[str]:
@@ -955,8 +979,9 @@ RECIPES = {  # the CPU recipe that produced the shipped weights (steps chosen fr
 }
 # A recipe may crop the tokenizer's images (keys tokenizer_crop, tokenizer_crop_fraction; see recipe_crop).
 # The GPU recipe of tiny64-gpu is `make prior-gpu`: tiny64's tokenizer and token maps, the transformer stage
-# with --device cuda --batch 256 --steps 6176 --holdout 1000 (6 min on an H200), and tiny64's decoder continued
-# with --init-weights tiny64 --shards 0 --batch 128 --lr 3e-4 --steps 11801 (7 min on an H200).
+# with --device cuda --batch 256 --steps 4500 --holdout 1000, and tiny64's decoder continued with
+# --init-weights tiny64 --every 6 --limit 10000 --batch 128 --lr 3e-4 --steps 4460; side by side on one H200,
+# 6.5 min in all (README, "The GPU recipe").
 
 
 def recipe_crop(recipe: Dict, crop: Optional[int], crop_fraction: Optional[float]) -> Tuple[Optional[int], float]:
@@ -976,7 +1001,8 @@ def main(argv=None) -> None:
         return diffusion_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m varlib.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["tokenizer", "tokenize", "decoder", "transformer", "evaluate", "export", "pack", "all"],
+    ap.add_argument("stage", choices=["tokenizer", "tokenize", "decoder", "transformer", "evaluate", "export", "pack",
+                                      "subset", "all"],
                     help="stage of the VAR prior; `python -m varlib.train diffusion --help` for the diffusion prior")
     ap.add_argument("--out", default="runs/tiny64", help="run directory (checkpoints, logs, tokens)")
     ap.add_argument("--config", default="tiny64")
@@ -1010,6 +1036,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shards", default=None, help="comma-separated train shards (default 0,1,2)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training images (tests)")
+    ap.add_argument("--every", type=int, default=1,
+                    help="tokenize/decoder/subset: only every N-th training image of each shard (name order)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--device", default="cpu", help="device of the tokenizer, decoder and transformer stages (e.g. cuda)")
@@ -1020,7 +1048,7 @@ def main(argv=None) -> None:
                          "keep the best state in transformer_best.pt")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--ckpt-every", type=int, default=100, help="transformer: steps between resumable checkpoints")
-    ap.add_argument("--dest", default=None, help="export directory (default varlib/weights/<config>); pack: its target")
+    ap.add_argument("--dest", default=None, help="export directory (default varlib/weights/<config>); pack, subset: their target")
     ap.add_argument("--from", dest="from_run", default=None,
                     help="start --out from another run's tokenizer, decoder and token maps (e.g. the GPU recipe)")
     ap.add_argument("--init-weights", default=None,
@@ -1049,16 +1077,21 @@ def main(argv=None) -> None:
                         minutes=a.minutes, init_weights=a.init_weights, loss_kind=a.loss,
                         lr_schedule=a.lr_schedule, crop=crop, crop_fraction=crop_fraction)
     if a.stage in ("tokenize", "all"):
-        tokenize_split(out, cfg, "train", shards, a.limit, device=a.device)
+        tokenize_split(out, cfg, "train", shards, a.limit, device=a.device, every=a.every)
     if a.stage in ("decoder", "all") and dec_steps > 0:
         train_decoder(out, cfg, dec_steps, a.batch, a.lr or 6e-4, a.seed, shards, a.limit, bf16=bf16, device=a.device,
-                      minutes=a.minutes)
+                      minutes=a.minutes, every=a.every)
     if a.stage in ("transformer", "all"):
         train_transformer(out, cfg, tr_steps, a.batch, a.lr or 1e-3, a.seed, bf16=bf16, device=a.device,
                           minutes=a.minutes, holdout=a.holdout, eval_every=a.eval_every,
                           ckpt_every=a.ckpt_every)
     if a.stage in ("evaluate", "all"):
         print(json.dumps(evaluate(out, cfg), indent=1))
+    if a.stage == "subset":
+        if not a.dest:
+            raise SystemExit("subset needs --dest, the data folder to write (read it with VARLIB_DATA_DIR=DEST --shards 0)")
+        from .data import write_train_subset
+        print("wrote", write_train_subset(Path(a.dest), shards, a.every, a.limit))
     if a.stage == "pack":
         if not a.dest:
             raise SystemExit("pack needs --dest, the folder to write the small copy to")
