@@ -8,9 +8,9 @@
     python -m varlib.train evaluate --out runs/tiny64
     python -m varlib.train export --out runs/tiny64 --dest varlib/weights/tiny64
     python -m varlib.train pack --out runs/tiny64 --dest runs/gpu   # small copy to train the transformer elsewhere
-    python -m varlib.train transformer --out runs/gpu --device cuda --batch 256 --steps 4000
+    python -m varlib.train subset --every 6 --limit 10000 --dest runs/gpu/data   # 10,000 images as one 27 MB tar
     python -m varlib.train transformer --config tiny64-gpu --from runs/tiny64 --out runs/tiny64-gpu \
-        --device cuda --batch 256 --steps 6176 --holdout 1000 --eval-every 500   # the GPU recipe (make prior-gpu)
+        --device cuda --batch 256 --steps 4500 --holdout 1000 --eval-every 500   # GPU recipe (make prior-gpu)
     python -m varlib.train diffusion --out runs/diffusion64 --steps 3000 --export   # the diffusion prior
 
 Every stage is seeded, resumable (re-running continues from the last checkpoint in ``--out``),
@@ -979,9 +979,9 @@ RECIPES = {  # the CPU recipe that produced the shipped weights (steps chosen fr
 }
 # A recipe may crop the tokenizer's images (keys tokenizer_crop, tokenizer_crop_fraction; see recipe_crop).
 # The GPU recipe of tiny64-gpu is `make prior-gpu`: tiny64's tokenizer and token maps, the transformer stage
-# with --device cuda --batch 256 --steps 4500 --holdout 1000, and tiny64's decoder continued with
-# --init-weights tiny64 --every 6 --limit 10000 --batch 128 --lr 3e-4 --steps 4460; side by side on one H200,
-# 6.5 min in all (README, "The GPU recipe").
+# with --device cuda --batch 256 --steps 4500 --holdout 1000, and tiny64's shipped decoder continued with
+# --batch 128 --lr 3e-4 --steps 4460 on the 10,000 images of `subset --every 6 --limit 10000` (read back as
+# shard 0); side by side on one H200, 6.5 min in all (scripts/prior_gpu_device.sh; README, "The GPU recipe").
 
 
 def recipe_crop(recipe: Dict, crop: Optional[int], crop_fraction: Optional[float]) -> Tuple[Optional[int], float]:
