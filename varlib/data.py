@@ -41,11 +41,19 @@ def _decode(raw: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), dtype=np.uint8)
 
 
-def _train_members(tf: tarfile.TarFile, every: int) -> list:
-    """A training shard's images in name order, every ``every``-th of them."""
-    members = sorted((m for m in tf.getmembers() if m.isfile() and m.name.lower().endswith(".jpeg")),
-                     key=lambda m: m.name)
-    return members[::every]
+def _selected_train_members(d: Path, shards: Optional[List[int]], every: int, limit: Optional[int]):
+    """(open shard tar, member) for each selected training image, in read order: each shard's images in
+    name order, every ``every``-th of them, the first ``limit`` in all."""
+    n = 0
+    for s in (shards if shards is not None else [0, 1, 2]):
+        with tarfile.open(d / f"train-{s:03d}.tar") as tf:
+            members = sorted((m for m in tf.getmembers() if m.isfile() and m.name.lower().endswith(".jpeg")),
+                             key=lambda m: m.name)
+            for m in members[::every]:
+                if limit is not None and n >= limit:
+                    return
+                yield tf, m
+                n += 1
 
 
 def read_tinyimagenet(split: str, shards: Optional[List[int]] = None, limit: Optional[int] = None,
@@ -62,15 +70,10 @@ def read_tinyimagenet(split: str, shards: Optional[List[int]] = None, limit: Opt
     wnid_to_label = {w: i for i, w in enumerate(tinyimagenet_classes())}
     images, labels, names = [], [], []
     if split == "train":
-        for s in (shards if shards is not None else [0, 1, 2]):
-            with tarfile.open(d / f"train-{s:03d}.tar") as tf:
-                for m in _train_members(tf, every):
-                    if limit is not None and len(images) >= limit:
-                        break
-                    wnid = Path(m.name).parent.name
-                    images.append(_decode(tf.extractfile(m).read()))
-                    labels.append(wnid_to_label[wnid])
-                    names.append(m.name)
+        for tf, m in _selected_train_members(d, shards, every, limit):
+            images.append(_decode(tf.extractfile(m).read()))
+            labels.append(wnid_to_label[Path(m.name).parent.name])
+            names.append(m.name)
     elif split == "val":
         with tarfile.open(d / "val.tar") as tf:
             ann = {}
@@ -119,13 +122,9 @@ def write_train_subset(dest: Path, shards: Optional[List[int]] = None, every: in
     folder.mkdir(parents=True, exist_ok=True)
     tmp, n = folder / "train-000.tar.tmp", 0
     with tarfile.open(tmp, "w") as out:
-        for s in (shards if shards is not None else [0, 1, 2]):
-            with tarfile.open(src / f"train-{s:03d}.tar") as tf:
-                for m in _train_members(tf, every):
-                    if limit is not None and n >= limit:
-                        break
-                    out.addfile(m, tf.extractfile(m))
-                    n += 1
+        for tf, m in _selected_train_members(src, shards, every, limit):
+            out.addfile(m, tf.extractfile(m))
+            n += 1
     os.replace(tmp, folder / "train-000.tar")
     for name in ("wnids.txt", "words.txt"):
         shutil.copyfile(src / name, folder / name)
