@@ -25,7 +25,7 @@ help:
 	@echo "make benchmark | ablation-injection | ablation-guidance | runtime | report-notebook"
 	@echo "                      one study notebook (PARAMS=...); make report: HTML in results/<run>/html"
 	@echo "make screenshots      PNG screenshots of the HTML reports (headless chromium)"
-	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~3 h)"
+	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2.4 h)"
 	@echo "make prior-gpu        tiny64-gpu: tiny64's encoder + a decoder and a transformer trained on a CUDA device (~10 min)"
 	@echo "make prior-gpu-carry  what one device call carries for it (63 MB; scripts/prior_gpu_device.sh runs there)"
 	@echo "make prior-levers     tokenizer capacity levers: tiny64's tokenizer continued 4 ways, scored (2-core CPU, ~1.2 h)"

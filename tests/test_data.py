@@ -155,6 +155,9 @@ def test_training_subset_carries_the_same_images(tmp_path, monkeypatch):
     assert np.array_equal(x[1], x_all[names_all.index(names[1])]) and y[1] == y_all[names_all.index(names[1])]
     with pytest.raises(ValueError, match="every=0"):
         read_tinyimagenet("train", every=0)
+    with pytest.raises(ValueError, match="every=0"):
+        write_train_subset(tmp_path / "refused", every=0)
+    assert not (tmp_path / "refused").exists()
     write_train_subset(tmp_path / "sub", every=3, limit=7)
     monkeypatch.setenv("VARLIB_DATA_DIR", str(tmp_path / "sub"))
     x_sub, y_sub, names_sub = read_tinyimagenet("train", shards=[0])

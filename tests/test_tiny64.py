@@ -221,7 +221,9 @@ def test_decoder_of_another_width_on_the_shipped_tokens(tmp_path):
     main(["tokenize", "--init-weights", "tiny64", "--out", str(out), "--shards", "0", "--limit", "48"])
     shipped = load_prior("tiny64")
     start = torch.load(out / "tokenizer_ckpt.pt", weights_only=False)
-    assert start["init_weights"] == "tiny64" and start["decoder_history"][0]["steps"] == 1500
+    shipped_tk = shipped.metadata["metrics"]["tokenizer"]  # the shipped decoder's own fine-tuning, if it had one
+    shipped_runs = [shipped_tk["decoder_finetune_steps"]] if "decoder_finetune_steps" in shipped_tk else []
+    assert start["init_weights"] == "tiny64" and [r["steps"] for r in start["decoder_history"]] == shipped_runs
     common = ["--out", str(out), "--shards", "0", "--limit", "32", "--batch", "4", "--decoder-ch", "40"]
     with pytest.raises(ValueError, match="holds 48 token maps but the training split has 64"):
         main(["decoder", "--steps", "2", "--out", str(out), "--shards", "0", "--limit", "64", "--batch", "4",
@@ -238,11 +240,13 @@ def test_decoder_of_another_width_on_the_shipped_tokens(tmp_path):
     for name, p in prior.tokenizer.named_parameters():  # encoder and codebook are the shipped ones
         if name.startswith(("encoder.", "quant_conv.", "quantize.")):
             assert torch.equal(p, shipped.tokenizer.state_dict()[name]), name
+    earlier = [{"steps": 1500, "wall_s": 1032.0, "batch": 32, "lr": 6e-4, "device": "cpu"}]  # a continued CPU run
     lines = decoder_card_lines({"decoder_finetune_steps": 71, "decoder_finetune_wall_s": 60.0,
                                 "decoder_batch": 4, "decoder_lr": 3e-4, "decoder_device": "NVIDIA H200",
-                                "decoder_train_images": 32, "decoder_history": ck["history"]})
-    assert len(lines) == 2 and "1500 steps of batch 32" in lines[0]
-    assert "71 steps of batch 4 on the first 32 training images" in lines[1] and "NVIDIA H200" in lines[1]
+                                "decoder_train_images": 32, "decoder_history": ck["history"] + earlier})
+    assert len(lines) == len(shipped_runs) + 2 and "1500 steps of batch 32" in lines[-2]
+    assert lines[0].startswith("- Decoder fine-tuning") and lines[-1].startswith("- Then, continuing that decoder")
+    assert "71 steps of batch 4 on the first 32 training images" in lines[-1] and "NVIDIA H200" in lines[-1]
 
 
 def test_model_card_names_a_carried_training_subset():

@@ -41,6 +41,11 @@ def _decode(raw: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), dtype=np.uint8)
 
 
+def _check_every(every: int) -> None:
+    if every < 1:
+        raise ValueError(f"every={every}: pass 1 for every image, or N > 1 for every N-th")
+
+
 def _selected_train_members(d: Path, shards: Optional[List[int]], every: int, limit: Optional[int]):
     """(open shard tar, member) for each selected training image, in read order: each shard's images in
     name order, every ``every``-th of them, the first ``limit`` in all."""
@@ -64,8 +69,7 @@ def read_tinyimagenet(split: str, shards: Optional[List[int]] = None, limit: Opt
     ``"train"`` (shards 0..2, members sorted by name; ``every``: only every ``every``-th member of each
     shard) or ``"val"`` (sorted by image index). ``limit`` keeps the first ``limit`` images.
     """
-    if every < 1:
-        raise ValueError(f"every={every}: pass 1 for every image, or N > 1 for every N-th")
+    _check_every(every)
     d = _tiny_dir()
     wnid_to_label = {w: i for i, w in enumerate(tinyimagenet_classes())}
     images, labels, names = [], [], []
@@ -118,13 +122,18 @@ def write_train_subset(dest: Path, shards: Optional[List[int]] = None, every: in
     a whole shard 55 MB. Read it back with ``VARLIB_DATA_DIR=dest`` and ``shards=[0]``: the same images,
     in name order across the selected shards (``make prior-gpu`` trains from this tar on any machine, so
     the order is the same everywhere)."""
+    _check_every(every)
     src, folder = _tiny_dir(), Path(dest) / "tinyimagenet"
     folder.mkdir(parents=True, exist_ok=True)
     tmp, n = folder / "train-000.tar.tmp", 0
-    with tarfile.open(tmp, "w") as out:
-        for tf, m in _selected_train_members(src, shards, every, limit):
-            out.addfile(m, tf.extractfile(m))
-            n += 1
+    try:
+        with tarfile.open(tmp, "w") as out:
+            for tf, m in _selected_train_members(src, shards, every, limit):
+                out.addfile(m, tf.extractfile(m))
+                n += 1
+    except BaseException:  # no half-written tar left behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, folder / "train-000.tar")
     for name in ("wnids.txt", "words.txt"):
         shutil.copyfile(src / name, folder / name)
