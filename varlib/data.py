@@ -122,19 +122,14 @@ def write_train_subset(dest: Path, shards: Optional[List[int]] = None, every: in
     a whole shard 55 MB. Read it back with ``VARLIB_DATA_DIR=dest`` and ``shards=[0]``: the same images,
     in name order across the selected shards (``make prior-gpu`` trains from this tar on any machine, so
     the order is the same everywhere)."""
+    from .study import _atomic_path  # written beside the target, moved onto it only when complete
     _check_every(every)
     src, folder = _tiny_dir(), Path(dest) / "tinyimagenet"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp, n = folder / "train-000.tar.tmp", 0
-    try:
-        with tarfile.open(tmp, "w") as out:
-            for tf, m in _selected_train_members(src, shards, every, limit):
-                out.addfile(m, tf.extractfile(m))
-                n += 1
-    except BaseException:  # no half-written tar left behind
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, folder / "train-000.tar")
+    n = 0
+    with _atomic_path(folder / "train-000.tar") as tmp, tarfile.open(tmp, "w") as out:
+        for tf, m in _selected_train_members(src, shards, every, limit):
+            out.addfile(m, tf.extractfile(m))
+            n += 1
     for name in ("wnids.txt", "words.txt"):
         shutil.copyfile(src / name, folder / name)
     sel = {**train_selection(shards, every, limit), "images": n}
