@@ -147,10 +147,12 @@ operators-figure: $(VENV)/.stamp
 # The schedule trade-off is redrawn from its committed table and the NLL of the transformers trained
 # on each schedule for the same wall time (README, "The schedule trade-off"); --tradeoff re-measures.
 # Both runs are 30-min transformers; the shipped one was later trained longer (model card).
+# --ceiling: the tokenizer's token maps against its unquantised latent (results/prior/tokenizer_ceiling.md).
 TRADEOFF_RUNS = 1,2,4,8,16=results/prior/schedule_runs/1-2-4-8-16/metrics.json \
 	1,2,4,6,8,12,16=results/prior/schedule_runs/1-2-4-6-8-12-16/metrics.json
 prior-report: $(VENV)/.stamp
 	$(PY) -m varlib.prior_report --out results/prior --tradeoff-from-table --trained $(TRADEOFF_RUNS)
+	$(PY) -m varlib.prior_report --out results/prior --ceiling
 
 figures: operators-figure prior-report diffusion-report
 

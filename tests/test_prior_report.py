@@ -66,3 +66,22 @@ def test_training_curves_draw_a_continued_decoder_after_the_first(tmp_path, monk
     assert np.allclose(gpu.get_xdata(), [(120 + 60 + 6) / 60, (120 + 60 + 12) / 60])
     assert "NVIDIA H200" in left.get_xlabel()
     assert set(lines) == {"tokenizer", "decoder fine-tuning (frozen tokens)", gpu.get_label()}
+
+
+def test_tokenizer_ceiling_separates_quantisation_from_the_autoencoder():
+    """On real photographs the shipped tokenizer decodes its continuous latent better than its token maps, and the
+    "quantised" row is exactly what ``Prior.reconstruct`` gives."""
+    import torch
+    from skimage import data as skdata
+    from skimage.transform import resize
+
+    from varlib.prior import load_prior
+    from varlib.train import psnr_batch
+
+    photos = [resize(getattr(skdata, n)(), (64, 64), anti_aliasing=True) for n in ("astronaut", "coffee", "chelsea")]
+    x = torch.tensor(np.stack(photos), dtype=torch.float32).permute(0, 3, 1, 2).clamp(0, 1)
+    prior = load_prior("tiny64")
+    psnr = prior_report.tokenizer_ceiling(prior, x, batch=2)
+    assert psnr["quantised"] == pytest.approx(float(psnr_batch(prior.reconstruct(x), x).mean()), abs=1e-4)
+    assert psnr["unquantised"] > psnr["quantised"] + 0.3
+    assert abs(psnr["phi_aware_finest"] - psnr["quantised"]) < 1.0  # only the finest scale's look-up differs

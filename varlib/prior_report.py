@@ -7,7 +7,8 @@ shipped weights, and draws: held-out reconstructions with PSNR, the coarse-to-fi
 training curves, the per-scale NLL against the baselines, class-conditional samples (two
 guidance values) and class-agnostic samples, and the schedule trade-off table.
 ``--levers RUN ...`` instead scores tokenizer continuations (``make prior-levers``) side by side;
-``--ablation RUN ...`` scores short from-scratch tokenizer runs with other training choices (``make prior-ablation``).
+``--ablation RUN ...`` scores short from-scratch tokenizer runs with other training choices (``make prior-ablation``);
+``--ceiling`` compares the shipped token maps with decoding the encoder's continuous latent (``tokenizer_ceiling.md``).
 """
 from __future__ import annotations
 
@@ -241,6 +242,57 @@ def _measure_schedules(prior: Prior, n_images: int = 200, steps: int = 3, batch:
                      "tokenizer_psnr_db": round(psnr, 2), "transformer_step_s": round(step_s, 2),
                      "train_images_per_hour": int(batch * 3600 / step_s)})
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def tokenizer_ceiling(prior: Prior, x: torch.Tensor, batch: int = 100) -> Dict[str, float]:
+    """Mean PSNR (dB) of three decodings of ``x`` (B,3,H,W) in [0,1]: where the tokenizer loses fidelity.
+
+    ``quantised``: the token maps as shipped (greedy residual look-up, coarse to fine);
+    ``phi_aware_finest``: the finest scale's codes looked up against the codebook as its phi convolution
+    maps it (centre tap only), an encoder-side variant that needs no training but changes the token maps;
+    ``unquantised``: the encoder's continuous latent decoded directly, no codebook at all. The decoder was
+    trained on quantised latents, so ``unquantised`` indicates the autoencoder's ceiling; it is not a bound.
+    """
+    from .train import psnr_batch
+    tok = prior.tokenizer
+    q = tok.quantize
+    last = len(q.patch_nums) - 1
+    phi = q.phi(last)
+    emb = q.embedding.weight
+    mix = getattr(phi, "resi_ratio", 0.0)  # Identity when quant_resi is 0: the look-up is then the greedy one
+    centre = (1 - mix) * emb + (mix * (emb @ phi.weight[:, :, 1, 1].T + phi.bias) if mix else 0)
+    sums = {"quantised": 0.0, "phi_aware_finest": 0.0, "unquantised": 0.0}
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch].to(prior.device)
+        f = tok.encode_latent(xb * 2 - 1)
+        toks = q.f_to_tokens(f)
+        coarse = q.tokens_to_fhat(toks, last)
+        rest = (f - coarse).permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+        dist = rest.pow(2).sum(1, keepdim=True) + centre.pow(2).sum(1) - 2 * rest @ centre.T
+        finest = dist.argmin(1).view_as(toks[last])
+        decoded = {"quantised": q.tokens_to_fhat(toks), "phi_aware_finest": q.tokens_to_fhat(toks[:last] + [finest]),
+                   "unquantised": f}
+        for key, f_hat in decoded.items():
+            sums[key] += float(psnr_batch(prior.fhat_to_image(f_hat), xb).sum())
+    return {k: v / len(x) for k, v in sums.items()}
+
+
+def tokenizer_ceiling_table(prior: Prior, out: Path, n_images: int = 500) -> pd.DataFrame:
+    """``tokenizer_ceiling`` on the first ``n_images`` of ``tinyimagenet-val``, as ``tokenizer_ceiling.{csv,md}``."""
+    from .data import read_tinyimagenet
+    x, _, _ = read_tinyimagenet("val", limit=n_images)
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    psnr = tokenizer_ceiling(prior, x)
+    words = {"quantised": "token maps as shipped (greedy look-up)",
+             "phi_aware_finest": "finest scale looked up through its phi convolution (not kept)",
+             "unquantised": "continuous latent, no codebook (the autoencoder's ceiling)"}
+    df = pd.DataFrame([{"decoding": words[k], "psnr_db": round(v, 2), "vs_shipped_db": round(v - psnr["quantised"], 2)}
+                       for k, v in psnr.items()])
+    df.insert(0, "prior", prior.name)
+    df["val_images"] = len(x)
+    _write_table(df, out, "tokenizer_ceiling")
+    return df
 
 
 def transformer_step_seconds(cfg, steps: int = 3, batch: int = 32) -> float:
@@ -495,11 +547,16 @@ def main(argv=None) -> None:
     ap.add_argument("--levers", nargs="+", default=None, metavar="RUN",
                     help="only the tokenizer capacity table: score these continuations of --prior's tokenizer "
                          "(python -m varlib.train tokenizer --init-weights ...) beside it")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="only the tokenizer ceiling table: quantised against unquantised decoding of 500 held-out images")
     ap.add_argument("--ablation", nargs="+", default=None, metavar="RUN",
                     help="only the tokenizer training-choice table: score these from-scratch tokenizer runs, the first "
                          "being the reference (make prior-ablation)")
     a = ap.parse_args(argv)
     out, run = Path(a.out), Path(a.run)
+    if a.ceiling:
+        print(tokenizer_ceiling_table(load_prior(a.prior), out).to_string())
+        return
     if a.ablation:
         print(tokenizer_ablation([Path(r) for r in a.ablation], out).to_string())
         return
