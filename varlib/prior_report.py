@@ -268,9 +268,7 @@ def tokenizer_ceiling(prior: Prior, x: torch.Tensor, batch: int = 100) -> Dict[s
         f = tok.encode_latent(xb * 2 - 1)
         toks = q.f_to_tokens(f)
         coarse = q.tokens_to_fhat(toks, last)
-        rest = (f - coarse).permute(0, 2, 3, 1).reshape(-1, f.shape[1])
-        dist = rest.pow(2).sum(1, keepdim=True) + centre.pow(2).sum(1) - 2 * rest @ centre.T
-        finest = dist.argmin(1).view_as(toks[last])
+        finest = q.nearest_codes((f - coarse).permute(0, 2, 3, 1).reshape(-1, f.shape[1]), centre).view_as(toks[last])
         decoded = {"quantised": q.tokens_to_fhat(toks), "phi_aware_finest": q.tokens_to_fhat(toks[:last] + [finest]),
                    "unquantised": f}
         for key, f_hat in decoded.items():

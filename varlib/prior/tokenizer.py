@@ -202,9 +202,10 @@ class MultiScaleQuantizer(nn.Module):
         SN = num_scales or len(self.patch_nums)
         return self.quant_resi[si / (SN - 1)]
 
-    def nearest_codes(self, rest_NC: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest codebook vector for each row of ``rest_NC`` (N, Cvae)."""
-        emb = self.embedding.weight
+    def nearest_codes(self, rest_NC: torch.Tensor, codebook: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Index of the nearest codebook vector for each row of ``rest_NC`` (N, Cvae); ``codebook`` (V, Cvae):
+        search these vectors instead of the embedding (a transformed codebook, same indices)."""
+        emb = self.embedding.weight if codebook is None else codebook
         if self.using_znorm:
             return torch.argmax(F.normalize(rest_NC, dim=1) @ F.normalize(emb, dim=1).T, dim=1)
         d = rest_NC.pow(2).sum(1, keepdim=True) + emb.pow(2).sum(1) - 2 * rest_NC @ emb.T
