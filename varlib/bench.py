@@ -381,15 +381,21 @@ def _device(name: str) -> torch.device:
 
 
 def prior_fingerprint(name: str) -> str:
-    """``name@<hash of the checkpoint files>`` for a prior stored locally (embedded or a folder), so that
-    retrained weights give new case keys; the bare name for "test" and not-yet-downloaded official priors."""
+    """``name@<hash of the weights>`` for a prior stored locally (embedded or a folder), so that
+    retrained weights give new case keys; the bare name for "test" and not-yet-downloaded official priors.
+
+    A folder with ``SHA256SUMS`` is identified by that file (it lists the weight and config files), so that
+    editing a model card or metrics file does not change the identity of the weights."""
     if name == "test":
         return name
     from .prior.loading import PACKAGE_WEIGHTS  # the diffusion prior's weights live beside the VAR prior's
     path = Path(name) if Path(name).exists() else PACKAGE_WEIGHTS / name
     if not path.exists():
         return name
-    files = sorted(f for f in (path.rglob("*") if path.is_dir() else [path]) if f.is_file())
+    if path.is_dir() and (path / "SHA256SUMS").is_file():
+        files = [path / "SHA256SUMS"]
+    else:
+        files = sorted(f for f in (path.rglob("*") if path.is_dir() else [path]) if f.is_file())
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode())
