@@ -56,7 +56,7 @@ test: $(VENV)/.stamp
 
 # -- the embedded prior -----------------------------------------------------------------------------
 prior: $(VENV)/.stamp
-	$(PY) -m varlib.train all --out runs/tiny64
+	$(PY) -m varlib.training all --out runs/tiny64
 
 # the GPU recipe: tiny64's tokenizer side (runs/tiny64, from `make prior`) with a transformer trained on its
 # token maps and tiny64's shipped decoder continued on the frozen token maps of 10,000 training images
@@ -75,15 +75,15 @@ prior-gpu: prior-gpu-carry
 	$(MAKE) prior-gpu-export
 
 prior-gpu-carry: $(VENV)/.stamp
-	$(PY) -m varlib.train pack --out runs/tiny64 --dest $(GPU_CARRY)
+	$(PY) -m varlib.training pack --out runs/tiny64 --dest $(GPU_CARRY)
 	rm -f $(GPU_CARRY)/tokenizer_ckpt.pt $(GPU_CARRY)/decoder_ckpt.pt
-	$(PY) -m varlib.train pack --init-weights tiny64 --out $(GPU_CARRY)-tokenizer --dest $(GPU_CARRY)/dec
-	$(PY) -m varlib.train subset $(GPU_DECODER_DATA) --dest $(GPU_CARRY)/data
+	$(PY) -m varlib.training pack --init-weights tiny64 --out $(GPU_CARRY)-tokenizer --dest $(GPU_CARRY)/dec
+	$(PY) -m varlib.training subset $(GPU_DECODER_DATA) --dest $(GPU_CARRY)/data
 
 prior-gpu-export: $(VENV)/.stamp
 	cp $(GPU_DECODER_RUN)/decoder_ckpt.pt $(GPU_RUN)/decoder_ckpt.pt
-	$(PY) -m varlib.train evaluate --config tiny64-gpu --from runs/tiny64 --out $(GPU_RUN)
-	$(PY) -m varlib.train export --config tiny64-gpu --out $(GPU_RUN)
+	$(PY) -m varlib.training evaluate --config tiny64-gpu --from runs/tiny64 --out $(GPU_RUN)
+	$(PY) -m varlib.training export --config tiny64-gpu --out $(GPU_RUN)
 
 # its figures (results/prior/tiny64-gpu/; the training curves need $(GPU_RUN) from the GPU machine)
 prior-report-gpu: $(VENV)/.stamp
@@ -95,7 +95,7 @@ prior-report-gpu: $(VENV)/.stamp
 # then scored side by side on 500 held-out images (results/prior/tokenizer_levers.*)
 LEVER_RUNS ?= runs/levers
 LEVER_STEPS ?= 1000
-LEVER_TRAIN = OMP_NUM_THREADS=1 $(PY) -m varlib.train tokenizer --init-weights tiny64 --steps $(LEVER_STEPS) \
+LEVER_TRAIN = OMP_NUM_THREADS=1 $(PY) -m varlib.training tokenizer --init-weights tiny64 --steps $(LEVER_STEPS) \
 	--lr 3e-4 --threads 1 --crop 0
 prior-levers: $(VENV)/.stamp
 	$(LEVER_TRAIN) --out $(LEVER_RUNS)/ctrl & first=$$!; \
@@ -111,7 +111,7 @@ prior-levers: $(VENV)/.stamp
 # its step count; scored on 500 held-out images
 ABLATION_RUNS ?= runs/ablate
 ABLATION_STEPS ?= 600
-ABLATION_TRAIN = OMP_NUM_THREADS=1 $(PY) -m varlib.train tokenizer --steps $(ABLATION_STEPS) --shards 0 --threads 1 \
+ABLATION_TRAIN = OMP_NUM_THREADS=1 $(PY) -m varlib.training tokenizer --steps $(ABLATION_STEPS) --shards 0 --threads 1 \
 	--crop 0
 ABLATION_NAMES = base base_seed1 znorm cvae8 cvae32 l1 l2 const crop32 crop32f90 crop16
 # the crop runs train for the reference run's wall time (1750 steps of crop32f90 take about as long)
@@ -134,14 +134,14 @@ prior-ablation: $(VENV)/.stamp
 # the embedded diffusion prior for dps / diffpir (resumable; the shipped weights: see their model card)
 DIFFUSION_STEPS ?= 2600
 diffusion-prior: $(VENV)/.stamp
-	$(PY) -m varlib.train diffusion --out runs/diffusion64 --steps $(DIFFUSION_STEPS) --threads 2 --export
+	$(PY) -m varlib.training diffusion --out runs/diffusion64 --steps $(DIFFUSION_STEPS) --threads 2 --export
 
 diffusion-report: $(VENV)/.stamp
 	OMP_NUM_THREADS=1 $(PY) -m varlib.diffusion.report --out results/prior
 
 # -- figures outside the notebooks -------------------------------------------------------------------
 operators-figure: $(VENV)/.stamp
-	$(PY) -m varlib.figures operators --out results/figures/operators.png
+	$(PY) -m varlib.study.figures operators --out results/figures/operators.png
 
 # the embedded priors' figures in results/prior/ (need the Tiny ImageNet tars in $VARLIB_DATA_DIR)
 # The schedule trade-off is redrawn from its committed table and the NLL of the transformers trained
@@ -158,7 +158,7 @@ figures: operators-figure prior-report diffusion-report
 
 # the benchmark alone, without the notebooks
 bench: $(VENV)/.stamp
-	$(PY) -m varlib.bench --params $(PARAMS)
+	$(PY) -m varlib.study --params $(PARAMS)
 
 lab: $(VENV)/.stamp
 	$(PY) -m jupyter lab --notebook-dir=.

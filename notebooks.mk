@@ -13,14 +13,21 @@
 # only when every cell succeeded. A failing cell stops make with the cell's traceback on the
 # terminal; the partial notebook stays in build/papermill/<run>/ for inspection. Finished benchmark
 # cases are cached (results/<run>/cache/), so running make again resumes the computation.
+# Progress: a header line per notebook, then papermill's --log-output streams each cell's output as
+# it comes, e.g. the runner's `[bench <run>] 37/240 cases  task=sr4  method=var  (12.3 s)` lines.
+# NB_LOG_FILTER keeps off the terminal what would bury them (the notebooks keep everything): the
+# blank line papermill adds after each output, its begin/end marker of every cell, and the
+# placeholder text of figures, images and Markdown; papermill's own progress bar is off.
 
 NOTEBOOKS := 01_benchmark 02_ablation_injection 03_ablation_guidance 04_runtime 05_report
 NB_OUT := $(RESULTS)/notebooks
 NB_HTML := $(RESULTS)/html
 NB_TMP := build/papermill/$(RUN)
-STUDY_DEPS := $(PARAMS) $(wildcard varlib/*.py varlib/*.json varlib/prior/*.py varlib/diffusion/*.py varlib/diffusion/*.json varlib/weights/*/*)
+STUDY_DEPS := $(PARAMS) $(wildcard varlib/*.py varlib/*/*.py varlib/*.json varlib/*/*.json varlib/weights/*/*)
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/python3/kernel.json
-PAPERMILL := MPLBACKEND=Agg PYTHONUNBUFFERED=1 $(PY) -m papermill --kernel python3 --cwd $(CURDIR)
+PAPERMILL := MPLBACKEND=Agg PYTHONUNBUFFERED=1 $(PY) -m papermill --kernel python3 --cwd $(CURDIR) \
+  --log-output --no-progress-bar
+NB_LOG_FILTER := grep --line-buffered -v -E '^$$|^(Executing|Ending) Cell|^<(Figure size|IPython\.core\.display\.)'
 NBCONVERT := $(PY) -m jupyter nbconvert --log-level ERROR
 
 .PHONY: smoke benchmark ablation-injection ablation-guidance runtime report-notebook notebooks screenshots
@@ -52,7 +59,7 @@ $(NOTEBOOKS:%=$(NB_OUT)/%.ipynb): $(NB_OUT)/%.ipynb: notebooks/%.ipynb $(STUDY_D
 	@mkdir -p $(NB_TMP)
 	@rm -f $(NB_TMP)/$*.ipynb
 	@echo "== $* ($(PARAMS) -> $(RESULTS))"
-	@$(PAPERMILL) $< $(NB_TMP)/$*.ipynb -p params_file $(PARAMS) -p run $(RUN) \
+	@set -o pipefail; $(PAPERMILL) $< $(NB_TMP)/$*.ipynb -p params_file $(PARAMS) -p run $(RUN) 2>&1 | $(NB_LOG_FILTER) \
 	  || { echo "!! notebook $* failed (traceback above); partial notebook: $(NB_TMP)/$*.ipynb" >&2; exit 1; }
 	@mkdir -p $(@D) && mv -f $(NB_TMP)/$*.ipynb $@
 
@@ -64,4 +71,4 @@ $(NOTEBOOKS:%=$(NB_HTML)/%.html): $(NB_HTML)/%.html: $(NB_OUT)/%.ipynb
 	@mv -f $(NB_TMP)/$*.html $@
 
 screenshots: report
-	$(PY) -m varlib.screenshot $(NB_HTML) --out $(RESULTS)/screenshots
+	$(PY) scripts/screenshot.py $(NB_HTML) --out $(RESULTS)/screenshots

@@ -2,8 +2,8 @@
 
     .venv/bin/python notebooks/generate.py
 
-The notebooks are thin on purpose: a ``parameters`` cell (papermill replaces it), calls into
-:mod:`varlib.study`, and the tables and figures shown inline. Edit the cells here, not in the
+The notebooks are thin on purpose: a ``parameters`` cell (papermill replaces it), calls into the
+:mod:`varlib.study` package, and the tables and figures shown inline. Edit the cells here, not in the
 .ipynb files, and rerun this script; ``make`` then re-executes the notebooks that changed.
 """
 from __future__ import annotations
@@ -78,13 +78,12 @@ For a method run with several samples per measurement, does the per-pixel standa
 samples point at the pixels where their mean is wrong? Pearson and Spearman correlation between the
 two over all pixels of each image, and the mean error per decile of the standard deviation."""),
         code("""
-from varlib import uncertainty
-unc = uncertainty.uncertainty_table(df, P)
+unc = study.uncertainty_table(df, P)
 if unc is None:
     print("no method with several samples (num_samples > 1) in this run")
 else:
     display(Markdown(unc.to_markdown(index=False)))
-    uncertainty.uncertainty_figure(df, P, image=g.get("image"), task=g.get("task"))"""),
+    study.uncertainty_figure(df, P, image=g.get("image"), task=g.get("task"))"""),
     ],
     "02_ablation_injection": head("Ablation: injection depth", """
 How many of the prior's coarse scales are taken from the tokenised initial estimate (hard token

@@ -15,11 +15,11 @@ mkdir -p "$TR" "$DEC" "$WORK/tr" "$WORK/dec"
 cp "$CARRY/dec/tokenizer_ckpt.pt" "$WORK/tr/"; cp "$CARRY/dec/tokenizer_ckpt.pt" "$WORK/dec/"
 cp "$CARRY/tokens_train.npz" "$WORK/tr/"
 nvidia-smi -L 2>/dev/null
-( VARLIB_DATA_DIR="$CARRY/data" $PY -m varlib.train tokenize --out "$WORK/dec" --shards 0 --device "$DEV" \
-  && VARLIB_DATA_DIR="$CARRY/data" $PY -m varlib.train decoder --out "$WORK/dec" --shards 0 --device "$DEV" \
+( VARLIB_DATA_DIR="$CARRY/data" $PY -m varlib.training tokenize --out "$WORK/dec" --shards 0 --device "$DEV" \
+  && VARLIB_DATA_DIR="$CARRY/data" $PY -m varlib.training decoder --out "$WORK/dec" --shards 0 --device "$DEV" \
        --batch 128 --lr 3e-4 --steps "${DEC_STEPS:-4460}" \
-  && $PY -m varlib.train pack --out "$WORK/dec" --dest "$DEC" ) > "$DEC/decoder.log" 2>&1 &
-$PY -m varlib.train transformer --config tiny64-gpu --out "$WORK/tr" --device "$DEV" --batch 256 \
+  && $PY -m varlib.training pack --out "$WORK/dec" --dest "$DEC" ) > "$DEC/decoder.log" 2>&1 &
+$PY -m varlib.training transformer --config tiny64-gpu --out "$WORK/tr" --device "$DEV" --batch 256 \
   --steps "${TR_STEPS:-4500}" --holdout "${HOLDOUT:-1000}" --eval-every "${EVAL_EVERY:-500}" --ckpt-every 100000 \
   > "$TR/transformer.log" 2>&1
 echo "transformer exit status $?"

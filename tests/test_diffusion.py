@@ -12,7 +12,7 @@ from varlib.diffusion import (DDPMSchedule, DiffusionPrior, build_diffusion_prio
                               save_diffusion_prior, tiny64_diffusion_config)
 from varlib.diffusion import test_diffusion_config as small_config  # (a name pytest would collect)
 from varlib.diffusion import model as dmodel
-from varlib.diffusion import train as dtrain
+from varlib.training import diffusion as dtrain
 from varlib.diffusion.solvers import diffpir_embedded, dps_embedded
 from varlib.operators import make_operator
 from varlib.result import Result
@@ -122,7 +122,7 @@ def test_missing_embedded_weights(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as err:
         load_diffusion_prior("tiny64-diffusion")
     msg = str(err.value)
-    assert str(tmp_path / "tiny64-diffusion") in msg and "python -m varlib.train diffusion" in msg
+    assert str(tmp_path / "tiny64-diffusion") in msg and "python -m varlib.training diffusion" in msg
     with pytest.raises(FileNotFoundError):
         dps_embedded(torch.zeros(1, 3, 16, 16), make_operator("inpaint_random", 16), steps=2)
 
@@ -205,7 +205,7 @@ def test_training_rejects_other_config(tmp_path):
 
 
 @pytest.mark.skipif(not (dmodel.PACKAGE_WEIGHTS / "tiny64-diffusion" / "model.safetensors").exists(),
-                    reason="tiny64-diffusion is not trained yet (see docs/diffusion.md)")
+                    reason="tiny64-diffusion is not trained yet (see docs/prior.md)")
 def test_shipped_weights():
     prior = load_diffusion_prior("tiny64-diffusion")
     assert prior.config.name == "tiny64-diffusion" and prior.config == tiny64_diffusion_config()

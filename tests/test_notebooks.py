@@ -87,6 +87,18 @@ def test_notebook_outputs(smoke_run, name):
                 assert min(im.size) >= 100, f"{rel} is suspiciously small: {im.size}"
 
 
+def test_benchmark_reports_each_group(smoke_run):
+    """The runner's plain progress lines (one per finished group) are in the benchmark cell's output."""
+    import nbformat
+
+    _, executed = smoke_run
+    nb = nbformat.read(executed / "01_benchmark.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+    assert "[bench smoke] 30 cases: 0 cached, 30 to run" in text
+    assert re.search(r"\[bench smoke\] 30/30 cases  task=sr4  method=var-short-2samples  \(\d+\.\d s\)", text)
+
+
 def test_tables_have_every_method_and_task(smoke_run):
     import pandas as pd
 

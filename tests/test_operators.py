@@ -1,15 +1,18 @@
-"""Measurement operators: adjointness, kernels, masks, seeding, errors, initial estimates."""
+"""Measurement operators: adjointness, kernels, masks, seeding, errors, initial estimates, deepinv."""
 import json
+import warnings
 
+import deepinv as dinv
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from varlib import linalg
 from varlib.data import load_images
 from varlib.metrics import psnr
-from varlib.operators import (DEFAULT_NOISE_SIGMA, TASKS, make_operator, motion_kernel,
-                              partition_of_unity, scaled_kernel_size)
+from varlib.operators import (DEFAULT_NOISE_SIGMA, TASK_TITLES, TASKS, Operator, PhysicsOperator, as_operator,
+                              fill_holes, make_operator, motion_kernel, partition_of_unity, scaled_kernel_size)
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +190,161 @@ def test_errors():
     op.A(torch.rand(1, 3, 64, 64) * 1.5)
     with pytest.raises(ValueError):
         op.A(torch.rand(1, 3, 32, 32))
+
+
+def test_unchecked_range_is_restored():
+    op = make_operator("gaussian_blur", 64)
+    with op.unchecked_range() as same:
+        assert same is op and op.check_range is False
+        op.A(torch.full((1, 3, 64, 64), 1.5))
+    assert op.check_range is True
+    with pytest.raises(ValueError):
+        with op.unchecked_range():
+            raise ValueError("inside")
+    assert op.check_range is True
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_nan_or_inf_measurement_is_refused(task, photos64):
+    op = make_operator(task, 64)
+    y = op.measure(photos64)
+    y[0, 2, 1, 1] = float("nan")
+    y[1, 0, 3, 3] = float("-inf")
+    with pytest.raises(ValueError, match=r"1 NaN and 1 infinite value\(s\).*must be finite"):
+        op.init_estimate(y)
+    with pytest.raises(ValueError, match="finite"):
+        op.check_measurement(y)
+
+
+def test_task_titles_follow_tasks():
+    assert tuple(TASK_TITLES) == TASKS
+    assert TASK_TITLES["sr4"] == "4x super-resolution" and TASK_TITLES["inpaint_box"] == "box inpainting"
+
+
+# ----------------------------------------------------------------------------------------------
+# deepinv interoperability
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task", TASKS)
+def test_deepinv_adjointness_test(task):
+    op = make_operator(task, 64, seed=1)
+    assert isinstance(op, dinv.physics.LinearPhysics)
+    u = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    torch.manual_seed(0)  # deepinv draws its probes from the global generator
+    err = float(op.adjointness_test(u, num_samples=4))
+    assert abs(err) < 1e-10, err
+    assert op.check_range is True  # the probes are Gaussian: the range check was off meanwhile only
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_deepinv_forward_is_the_seeded_measurement(task, photos64):
+    op = make_operator(task, 64, seed=2)
+    assert isinstance(op.noise_model, dinv.physics.GaussianNoise)
+    assert float(op.noise_model.sigma) == pytest.approx(DEFAULT_NOISE_SIGMA)
+    assert torch.equal(op(photos64), op.measure(photos64))
+    assert torch.equal(op.forward(photos64, indices=[5, 9]), op.measure(photos64, indices=[5, 9]))
+    # another noise model is used by forward, while measure stays seeded
+    op.set_noise_model(dinv.physics.ZeroNoise())
+    assert torch.equal(op(photos64), op.A(photos64))
+    assert not torch.equal(op.measure(photos64), op.A(photos64))
+    with pytest.raises(ValueError, match="indices"):
+        op.forward(photos64, indices=[0, 1])
+
+
+def test_buffers_and_device():
+    op = make_operator("nonuniform_blur", 64)
+    assert {"kernel", "kernels", "weights"} <= set(dict(op.named_buffers()))
+    assert op.to("cpu") is op and op.device == torch.device("cpu")
+    assert op.kernels.dtype == torch.float64
+    with pytest.raises(TypeError, match="dtype"):
+        op.to(torch.float32)
+    inp = make_operator("inpaint_box", 64)
+    assert "observed_mask" in dict(inp.named_buffers()) and inp.kernel is None
+    with pytest.raises(TypeError, match="per-call mask"):
+        inp.A(torch.rand(1, 3, 64, 64), mask=torch.ones(1, 1, 64, 64))
+
+
+def test_deepinv_helpers_run_on_our_operators(photos64):
+    sr = make_operator("sr4", 64)
+    x0 = torch.zeros(1, 3, 64, 64, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        sq = float(sr.compute_norm(x0, verbose=False, tol=1e-6))
+    with sr.unchecked_range():  # power-method vectors are not images
+        ours = linalg.operator_sqnorm(sr.A, sr.A_adjoint, (3, 64, 64), iters=100)
+    assert sq == pytest.approx(ours, rel=1e-3)
+    # the pseudo-inverse reproduces a noiseless measurement
+    y = sr.A(photos64)
+    xd = sr.A_dagger(y, max_iter=200, tol=1e-8)
+    with sr.unchecked_range():  # a least-squares solution need not lie in [0, 1]
+        assert float((sr.A(xd) - y).abs().max()) < 1e-3
+
+
+def test_deepinv_pgd_with_tv_runs_on_our_operator(photos64):
+    op = make_operator("gaussian_blur", 64)
+    y = op.measure(photos64.float())
+    model = dinv.optim.optim_builder(iteration="PGD", prior=dinv.optim.prior.TVPrior(n_it_max=20),
+                                     data_fidelity=dinv.optim.data_fidelity.L2(), max_iter=50,
+                                     params_algo={"stepsize": 1.0, "lambda": 0.01})
+    with op.unchecked_range():  # the iterates may leave [0, 1]
+        xh = model(y, op)
+    assert xh.shape == photos64.shape
+    assert (psnr(xh.clamp(0, 1), photos64) > psnr(y, photos64) + 1.0).all()
+
+
+def test_as_operator_wraps_deepinv_inpainting(photos64):
+    x = photos64.float()
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(1, 1, 64, 64, generator=g) > 0.6).float()
+    physics = dinv.physics.Inpainting(img_size=(3, 64, 64), mask=mask, noise_model=dinv.physics.GaussianNoise(0.025))
+    op = as_operator(physics)
+    assert isinstance(op, PhysicsOperator) and as_operator(op) is op
+    assert op.noise_sigma == 0.025 and op.task is None and op.img_size == (3, 64, 64)
+    assert torch.equal(op.observed_mask.float(), mask)
+    y = physics(x)
+    x0 = op.init_estimate(y)
+    assert torch.allclose(x0, fill_holes(y, mask).clamp(0, 1), atol=1e-6)  # our hole filling
+    assert (psnr(x0, x) > psnr(y, x) + 8).all()
+    assert torch.equal(op.A(x), physics.A(x)) and torch.equal(op.A_adjoint(y), physics.A_adjoint(y))
+    assert op.describe()["physics"] == "Inpainting" and json.dumps(op.describe())
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        op.A(x * 3)
+    with pytest.raises(ValueError, match="measurement of shape"):
+        op.init_estimate(y[..., :32])
+
+
+@pytest.mark.parametrize("kind", ["blurfft", "downsampling"])
+def test_as_operator_init_estimate_beats_adjoint_and_dagger(kind, photos64):
+    x = photos64.float()
+    noise = dinv.physics.GaussianNoise(0.025, rng=torch.Generator().manual_seed(0))
+    if kind == "blurfft":
+        physics = dinv.physics.BlurFFT(img_size=(3, 64, 64), filter=dinv.physics.blur.gaussian_blur(sigma=1.0),
+                                       noise_model=noise)
+    else:
+        physics = dinv.physics.Downsampling(img_size=(3, 64, 64), filter="bicubic", factor=4, noise_model=noise)
+    y = physics(x)
+    op = as_operator(physics)
+    x0 = op.init_estimate(y)
+    assert x0.shape == x.shape and float(x0.min()) >= 0 and float(x0.max()) <= 1
+    p0 = psnr(x0, x)
+    assert (p0 > psnr(physics.A_adjoint(y).clamp(0, 1), x) + 0.5).all()
+    assert (p0 > psnr(physics.A_dagger(y).clamp(0, 1), x) - 0.5).all()
+
+
+def test_as_operator_errors():
+    with pytest.raises(TypeError, match="LinearPhysics"):
+        as_operator(object())
+    with pytest.raises(TypeError, match="non-linear"):
+        as_operator(dinv.physics.Physics(A=lambda v: v ** 2))
+    blur = dinv.physics.Blur(filter=dinv.physics.blur.gaussian_blur(sigma=1.0), padding="reflect")
+    with pytest.raises(ValueError, match="img_size"):
+        as_operator(blur)
+    assert as_operator(blur, y=torch.rand(1, 3, 32, 32)).img_size == (3, 32, 32)
+    assert as_operator(blur, img_size=(3, 32, 32)).noise_sigma == 0.0  # ZeroNoise
+    poisson = dinv.physics.BlurFFT(img_size=(3, 32, 32), filter=dinv.physics.blur.gaussian_blur(sigma=1.0),
+                                   noise_model=dinv.physics.PoissonNoise(gain=0.1))
+    with pytest.raises(ValueError, match="noise_sigma"):
+        as_operator(poisson)
+    assert as_operator(poisson, noise_sigma=0.03).noise_sigma == 0.03
+    with pytest.raises(ValueError, match="unknown task"):
+        as_operator(blur, img_size=(3, 32, 32), task="deblur")
+    assert isinstance(make_operator("sr4", 64), Operator)

@@ -76,7 +76,7 @@ def test_tokenizer_ceiling_separates_quantisation_from_the_autoencoder():
     from skimage.transform import resize
 
     from varlib.prior import load_prior
-    from varlib.train import psnr_batch
+    from varlib.training import psnr_batch
 
     photos = [resize(getattr(skdata, n)(), (64, 64), anti_aliasing=True) for n in ("astronaut", "coffee", "chelsea")]
     x = torch.tensor(np.stack(photos), dtype=torch.float32).permute(0, 3, 1, 2).clamp(0, 1)

@@ -1,7 +1,6 @@
-"""varlib.study without kernels: params, sweeps, tables, figures and atomic writing (a few seconds)."""
+"""varlib.study without kernels: the params schema, sweeps, tables, figures, the package's exports (a few seconds)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +21,30 @@ def results(tmp_path, monkeypatch):
     return tmp_path / "results"
 
 
-def test_tasks_match_the_operators():
-    from varlib.operators import TASKS
+def test_tasks_and_titles_are_the_operators():
+    from varlib import operators
 
-    assert study.TASKS == tuple(TASKS)
+    assert study.TASKS is operators.TASKS and list(study.TASK_TITLES) == list(operators.TASKS)
+
+
+def test_every_exported_name_resolves():
+    for name in study.__all__:
+        assert getattr(study, name) is not None, name
+    with pytest.raises(AttributeError):
+        study.no_such_name
 
 
 @pytest.mark.parametrize("name", PARAMS)
-def test_shipped_params_load_and_pass_the_benchmark_checks(name):
-    from varlib import bench
-
+def test_shipped_params_load_with_their_passes_and_ablations(name):
     P = study.load_params(f"params/{name}.yaml")
-    assert P["run"] == name
-    for use_labels in study._labels_modes(P):
-        bench.load_params(study.bench_params(P, use_labels))
+    assert P["run"] == name and P["_source"].endswith(f"params/{name}.yaml")
+    passes = study.benchmark_passes(P)
+    assert [p.kind for p in passes] == (["main", "with-labels"] if name == "tinyimagenet" else ["main"])
+    assert all(isinstance(p.params["use_labels"], bool) for p in passes)
     for which in ("injection", "guidance", "lowpass"):
-        bench.load_params({k: v for k, v in study.ablation_params(P, which).items()})
+        a = study.ablation_params(P, which)
+        assert a["run"] == which and a["methods"] and "ablation" not in a
+        assert study.load_params(a)["methods"] == a["methods"]  # a pass is params of the same schema
 
 
 def test_paper_params_need_the_image_folders(monkeypatch, tmp_path):
@@ -46,6 +53,9 @@ def test_paper_params_need_the_image_folders(monkeypatch, tmp_path):
         study.load_params("params/paper.yaml")
     monkeypatch.setenv("IMAGENET_VAL_DIR", str(tmp_path))
     monkeypatch.setenv("IMAGENET_TUNE_DIR", str(tmp_path / "tune"))
+    with pytest.raises(study.ParamsError, match="unknown image set .*tune"):  # the folder must exist
+        study.load_params("params/paper.yaml")
+    (tmp_path / "tune").mkdir()
     P = study.load_params("params/paper.yaml")
     assert P["images"]["set"] == str(tmp_path) and P["prior"] == "var-d16" and P["images"]["image_size"] == 256
     assert {"dps-imagenet", "diffpir-imagenet"} <= {m["name"] for m in P["methods"]}
@@ -60,13 +70,23 @@ def test_overrides_run_and_limit():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"tasks": ["sr4", "sr8"]}, "unknown task"),
+    ({"tasks": ["sr4", "sr8"]}, "unknown task.*'sr8'"),
     ({"colour": 1}, "unknown key"),
+    ({"taks": ["sr4"]}, "did you mean 'tasks'"),
     ({"results_dir": "/tmp"}, study.RESULTS_ENV),
     ({"run": "a/b"}, "plain folder name"),
-    ({"methods": [{"name": "tv"}, {"name": "tv"}]}, "appear twice"),
+    ({"methods": [{"name": "tv"}, {"name": "tv"}]}, "used twice"),
+    ({"methods": [{"name": "tv", "lable": "x"}]}, "unknown key.*lable"),
+    ({"methods": []}, "non-empty list"),
     ({"use_labels": "yes"}, "use_labels"),
+    ({"noise_sigma": "low"}, "noise_sigma must be a number"),
+    ({"images": {"set": "embedded", "size": 64}}, "unknown images key.*size"),
+    ({"images": {"set": "kodak", "image_size": 64}}, "unknown image set 'kodak'"),
+    ({"gallery": {"imgae": "astronaut"}}, "gallery key"),
     ({"ablation": {"depths": [1]}}, "unknown ablation key"),
+    ({"ablation": {"method": "tv-long"}}, "not among the methods"),
+    ({"ablation": {"guidance_steps": [1.5]}}, "guidance_steps must be a non-empty list"),
+    ({"ablation": {"tasks": ["sr5"]}}, "unknown task"),
 ])
 def test_bad_params_say_what_is_wrong(tmp_path, change, message):
     raw = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
@@ -166,15 +186,29 @@ def test_figures_are_written_as_png_and_pdf(results):
     assert not list(root.rglob("*.tmp"))
 
 
-def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
-    path = tmp_path / "t.txt"
-    study.atomic_write_text(path, "old")
-    with pytest.raises(RuntimeError):
-        with study._atomic_path(path) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("interrupted")
-    assert path.read_text() == "old"
-    assert os.listdir(tmp_path) == ["t.txt"]
+def test_defaults_are_filled_in():
+    P = study.load_params({"images": {"set": "embedded"}, "methods": ["init", {"name": "tv", "settings": {"iters": 3}}]})
+    assert P["run"] == "default" and P["tasks"] == list(study.TASKS) and P["images"]["image_size"] == 64
+    assert (P["prior"], P["noise_sigma"], P["seed"], P["use_labels"], P["batch_size"]) == ("tiny64", 0.025, 0, False, 8)
+    assert [m["label"] for m in P["methods"]] == ["init", 'tv{"iters":3}']
+
+
+def test_only_the_cli_imports_the_study_from_outside():
+    """varlib.study sits on top of the library: no other module of varlib imports it (but the CLI)."""
+    import ast
+
+    bad = []
+    for path in (REPO / "varlib").rglob("*.py"):
+        rel = path.relative_to(REPO / "varlib")
+        if rel.parts[0] == "study" or rel.as_posix() in ("cli.py", "__main__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if any("study" in n.split(".") for n in names) or \
+                    (isinstance(node, ast.ImportFrom) and any(a.name == "study" for a in node.names)):
+                bad.append(f"{rel}:{node.lineno}")
+    assert not bad, bad
 
 
 def test_load_cases_says_which_notebook_to_run(results):

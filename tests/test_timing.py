@@ -1,10 +1,10 @@
-"""The timing command (python -m varlib.prior.timing): sampling and solver rows on a small random prior."""
+"""The timing command (python -m varlib.study.timing): sampling, solver and diffusion rows on small random models."""
 import math
 
 import pytest
 import torch
 
-from varlib.prior.timing import format_table, main, time_model
+from varlib.study.timing import format_table, main, time_model
 
 
 def test_time_model_reports_sampling_and_solves():
@@ -50,7 +50,7 @@ class _Shrink(torch.nn.Module):
 
 
 def test_time_diffusion_counts_the_network_evaluations():
-    from varlib.prior.timing import time_diffusion
+    from varlib.study.timing import time_diffusion
     rows = time_diffusion(16, ["sr4"], net=_Shrink(), num_steps=9, max_iter=4)
     # DiffPIR: one evaluation per iteration; deepinv's DPS: one per step after the first
     assert [r["run"] for r in rows] == ["diffpir sr4 (4 NFE)", "dps sr4 (8 NFE)"]

@@ -1,7 +1,9 @@
 """Baselines for the benchmark, all on the same operators as the VAR solver.
 
-Every function takes a measurement ``y`` and an operator from :func:`varlib.operators.make_operator`
-and returns a :class:`varlib.result.Result` whose ``image`` is (B,3,H,W) in [0,1].
+Every function takes a measurement ``y`` and an operator -- one from
+:func:`varlib.operators.make_operator` or a deepinv ``LinearPhysics`` (wrapped on entry by
+:func:`varlib.operators.as_operator`) -- and returns a :class:`varlib.result.Result` whose ``image``
+is (B,3,H,W) in [0,1]. A measurement with NaN or infinite entries is refused with a ``ValueError``.
 
 - :func:`initial_estimate`: the operator's own initial estimate (what the VAR solver starts from).
 - :func:`tv_reconstruction`: 0.5 ||A x - y||^2 + lam TV(x) on [0,1] by the Chambolle-Pock
@@ -20,23 +22,25 @@ images (results in ``results/tuning/baselines.csv``).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
 
+from . import linalg
+from .operators import TASKS, as_operator
 from .result import Result
 
 # --------------------------------------------------------------------------------------------------
 # Settings
 # --------------------------------------------------------------------------------------------------
-_TASKS = ("inpaint_box", "inpaint_random", "gaussian_blur", "motion_blur", "nonuniform_blur", "sr4")
 
 # TV: lam = weight of the (colour isotropic) TV term, iters = primal-dual iterations.
 # Tuned by varlib/tune_baselines.py on 8 Tiny ImageNet train images (results/tuning/baselines.csv).
@@ -59,8 +63,8 @@ _PNP = {
     "sr4": dict(sigma_den=0.05, iters=12, lam=0.3, sigma_max=0.2),
 }
 # Diffusion baselines: the standard step counts of the papers, not tuned here (no weights offline).
-_DPS = {t: dict(num_steps=1000, weight=1.0) for t in _TASKS}
-_DIFFPIR = {t: dict(max_iter=100, lambda_=7.0, zeta=0.3) for t in _TASKS}
+_DPS = {t: dict(num_steps=1000, weight=1.0) for t in TASKS}
+_DIFFPIR = {t: dict(max_iter=100, lambda_=7.0, zeta=0.3) for t in TASKS}
 _DIFFPIR["inpaint_box"]["zeta"] = 1.0
 _DIFFPIR["inpaint_random"]["zeta"] = 1.0
 
@@ -89,31 +93,15 @@ def _resolve(method: str, op, given: Dict[str, Any]) -> Dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------------
-class _unchecked:
-    """Context: let ``op.A`` accept iterates outside [0, 1] (varlib operators check the range by default)."""
-
-    def __init__(self, op):
-        self.op = op
-        self.old = getattr(op, "check_range", None)
-
-    def __enter__(self):
-        if self.old is not None:
-            self.op.check_range = False
-        return self.op
-
-    def __exit__(self, *exc):
-        if self.old is not None:
-            self.op.check_range = self.old
-        return False
-
-
-def _range_free(fn):
-    """Decorator: run ``fn(y, op, ...)`` with the operator's [0, 1] input check off (see :class:`_unchecked`)."""
-    import functools
+def _range_free(fn: Callable[..., Result]) -> Callable[..., Result]:
+    """Decorator for ``fn(y, op, ...)``: adapt ``op`` (:func:`varlib.operators.as_operator`), refuse a bad
+    measurement (shape, NaN, inf) and run with the operator's [0, 1] input check off (iterates overshoot)."""
 
     @functools.wraps(fn)
     def wrapper(y, op, *args, **kwargs):
-        with _unchecked(op):
+        op = as_operator(op, y=y)
+        op.check_measurement(y)
+        with op.unchecked_range():
             return fn(y, op, *args, **kwargs)
 
     return wrapper
@@ -125,7 +113,10 @@ def _residual(x: torch.Tensor, y: torch.Tensor, op) -> list:
 
 
 def _physics(op, noise: bool = False):
-    """The operator as a deepinv ``LinearPhysics`` (noise model only used to tell algorithms the level)."""
+    """A plain deepinv ``LinearPhysics`` view of ``op`` whose noise model only tells DPS / DiffPIR the level.
+
+    ``op`` is a ``LinearPhysics`` itself, but this view keeps the level those samplers read fixed at
+    ``max(noise_sigma, 1e-3)`` (they divide by it) whatever ``op.noise_model`` is."""
     import deepinv as dinv
 
     noise_model = dinv.physics.GaussianNoise(sigma=max(float(op.noise_sigma), 1e-3)) if noise \
@@ -133,51 +124,14 @@ def _physics(op, noise: bool = False):
     return dinv.physics.LinearPhysics(A=op.A, A_adjoint=op.A_adjoint, noise_model=noise_model)
 
 
-def operator_sqnorm(op, shape: Sequence[int], iters: int = 30, seed: int = 0) -> float:
-    """||A||^2 (largest eigenvalue of A^T A) by the power method on one image of ``shape`` (C,H,W)."""
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn((1, *shape), generator=g)
-    v = v / v.norm()
-    lam = 0.0
-    for _ in range(iters):
-        with _unchecked(op):
-            w = op.A_adjoint(op.A(v))
-        lam = float((v * w).sum())
-        n = w.norm()
-        if float(n) == 0.0:
-            return 0.0
-        v = w / n
-    return lam
-
-
-def cg_solve(apply_M, b: torch.Tensor, x0: torch.Tensor, iters: int, tol: float = 1e-7) -> torch.Tensor:
-    """Conjugate gradients for symmetric positive semi-definite ``apply_M`` (each image separately)."""
-    x = x0.clone()
-    r = b - apply_M(x)
-    p = r.clone()
-    dims = tuple(range(1, b.ndim))
-    rs = (r * r).sum(dims, keepdim=True)
-    b_norm = (b * b).sum(dims, keepdim=True).clamp_min(1e-30)
-    for _ in range(iters):
-        if bool((rs <= tol ** 2 * b_norm).all()):
-            break
-        Mp = apply_M(p)
-        alpha = rs / (p * Mp).sum(dims, keepdim=True).clamp_min(1e-30)
-        x = x + alpha * p
-        r = r - alpha * Mp
-        rs_new = (r * r).sum(dims, keepdim=True)
-        p = r + (rs_new / rs.clamp_min(1e-30)) * p
-        rs = rs_new
-    return x
-
-
 # --------------------------------------------------------------------------------------------------
 # Initial estimate
 # --------------------------------------------------------------------------------------------------
 @torch.no_grad()
+@_range_free
 def initial_estimate(y: torch.Tensor, op, **_: Any) -> Result:
-    """The operator's initial estimate (zero-filled/interpolated inpainting, the measurement for blur,
-    bicubic up-sampling for super-resolution: whatever ``op.init_estimate`` does)."""
+    """The operator's initial estimate, whatever ``op.init_estimate`` does (hole filling for inpainting,
+    Wiener deconvolution for the blurs, bicubic up-sampling for super-resolution)."""
     t0 = time.perf_counter()
     x = op.init_estimate(y).clamp(0, 1)
     return Result(image=x, seconds=time.perf_counter() - t0,
@@ -231,7 +185,7 @@ def tv_reconstruction(y: torch.Tensor, op, lam: Optional[float] = None, iters: O
     t0 = time.perf_counter()
     s = _resolve("tv", op, dict(lam=lam, iters=iters))
     x = op.init_estimate(y).clamp(0, 1)
-    L = operator_sqnorm(op, x.shape[1:])
+    L = linalg.operator_sqnorm(op.A, op.A_adjoint, x.shape[1:])
     a = math.sqrt(max(L, 1e-12))
     lam_s = float(s["lam"]) / a ** 2          # lam in the units of the rescaled data term
     yn = y / a
@@ -309,7 +263,7 @@ def pnp_bm3d(y: torch.Tensor, op, sigma_den: Optional[float] = None, iters: Opti
     x = z
     for sk in sigmas:
         a = max(float(s["lam"]) * noise ** 2 / sk ** 2, 1e-6)
-        x = cg_solve(lambda v: op.A_adjoint(op.A(v)) + a * v, Aty + a * z, z, int(cg_iters))
+        x = linalg.cg_solve(lambda v: op.A_adjoint(op.A(v)) + a * v, Aty + a * z, z, int(cg_iters))
         z = bm3d_denoise(x.clamp(-0.5, 1.5), sk, profile).clamp(0, 1)
     return Result(image=z, seconds=time.perf_counter() - t0, denoiser_evals=len(sigmas),
                   residual_per_scale=[], extras={"settings": {**s, "cg_iters": int(cg_iters)},
@@ -479,12 +433,12 @@ def dps(y: torch.Tensor, op, num_steps: Optional[int] = None, weight: Optional[f
     t0 = time.perf_counter()
     s = _resolve("dps", op, dict(num_steps=num_steps, weight=weight))
     device = device or y.device
-    H = W = int(getattr(op, "image_size", y.shape[-1]))
+    H = int(op.img_size[-1])
     net = _diffusion_denoiser(denoiser, model, H, device, class_labels, download)
     B = y.shape[0]
     sampler = dinv.sampling.DPS(net, num_steps=int(s["num_steps"]), weight=float(s["weight"]),
                                 device=device, rng=torch.Generator(device=device).manual_seed(int(seed)))
-    x = sampler(y.to(device), _physics(op, noise=True), x_init=(B, 3, H, W), seed=int(seed))
+    x = sampler(y.to(device), _physics(op, noise=True), x_init=(B, *op.img_size), seed=int(seed))
     x = x.float().clamp(0, 1)
     return Result(image=x, seconds=time.perf_counter() - t0, denoiser_evals=net.calls,
                   extras={"settings": {**s, "model": model or ("custom" if denoiser is not None else
@@ -503,7 +457,7 @@ def diffpir(y: torch.Tensor, op, max_iter: Optional[int] = None, lambda_: Option
     t0 = time.perf_counter()
     s = _resolve("diffpir", op, dict(max_iter=max_iter, lambda_=lambda_, zeta=zeta))
     device = device or y.device
-    H = int(getattr(op, "image_size", y.shape[-1]))
+    H = int(op.img_size[-1])
     net = _diffusion_denoiser(denoiser, model, H, device, class_labels, download)
     sampler = dinv.sampling.DiffPIR(net, data_fidelity=dinv.optim.data_fidelity.L2(),
                                     sigma=max(float(op.noise_sigma), 1e-3), max_iter=int(s["max_iter"]),

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .io import atomic_dir, atomic_path
+
 
 def data_dir() -> Path:
     """The data directory: ``$VARLIB_DATA_DIR``, else ``../shared/data`` beside the project if present."""
@@ -122,11 +124,10 @@ def write_train_subset(dest: Path, shards: Optional[List[int]] = None, every: in
     a whole shard 55 MB. Read it back with ``VARLIB_DATA_DIR=dest`` and ``shards=[0]``: the same images,
     in name order across the selected shards (``make prior-gpu`` trains from this tar on any machine, so
     the order is the same everywhere)."""
-    from .study import _atomic_path  # written beside the target, moved onto it only when complete
     _check_every(every)
     src, folder = _tiny_dir(), Path(dest) / "tinyimagenet"
     n = 0
-    with _atomic_path(folder / "train-000.tar") as tmp, tarfile.open(tmp, "w") as out:
+    with atomic_path(folder / "train-000.tar") as tmp, tarfile.open(tmp, "w") as out:
         for tf, m in _selected_train_members(src, shards, every, limit):
             out.addfile(m, tf.extractfile(m))
             n += 1
@@ -170,21 +171,13 @@ FOLDER_FILES = {
 def fetch_folder_set(key: str, folder: Path, timeout: float = 10.0) -> Path:
     """Download a folder set into ``folder`` (all files into a temporary folder, then renamed into
     place, so an interrupted download leaves nothing half-written). Raises OSError when offline."""
-    import shutil
-    import tempfile
     import urllib.request
 
     sub, _ = FOLDER_SETS[key]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{sub}-", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as tmp:
         for fname in FOLDER_FILES[key]:
             with urllib.request.urlopen(f"{FFDNET_RAW}/{sub}/{fname}", timeout=timeout) as r:
                 (tmp / fname).write_bytes(r.read())
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")

@@ -10,7 +10,14 @@
   the same seed gives the same noise on every machine,
 * ``init_estimate(y)``: a cheap first guess in ``[0, 1]`` (hole filling, Wiener deconvolution, or
   bicubic up-sampling),
-* ``describe()``: the parameters as a plain dict.
+* ``describe()``: the parameters as a plain dict (it enters the benchmark's cache keys).
+
+Every operator is a ``deepinv.physics.LinearPhysics`` (see :class:`Operator`): deepinv's algorithms
+run on it, and ``physics(x)`` gives the same seeded measurement as ``measure(x)``. The other way
+round, :func:`as_operator` wraps a foreign deepinv ``LinearPhysics`` (``Inpainting``, ``BlurFFT``,
+``Downsampling``, ...) so that ``varlib.solve`` and the baselines accept it. Measurements with NaN or
+infinite entries are refused (:meth:`Operator.check_measurement`). :data:`TASK_TITLES` names the
+tasks for tables and figures.
 
 Kernels, masks and noise depend only on ``(task, image_size, seed)``: they are drawn with NumPy's
 ``SeedSequence``/PCG64 (platform independent) and a CPU ``torch.Generator``.
@@ -41,20 +48,33 @@ range is twice as wide, so the same noise is 0.025 on ``[0, 1]``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import deepinv.physics.functional as dF
+from deepinv.physics import GaussianNoise, LinearPhysics, NoiseModel, Physics, ZeroNoise
 from scipy.ndimage import gaussian_filter, grey_dilation
 
+from .linalg import cg_solve, operator_sqnorm
 from .prior.model import check_images
 
 TASKS: Tuple[str, ...] = ("inpaint_box", "inpaint_random", "gaussian_blur", "motion_blur",
                           "nonuniform_blur", "sr4")
+
+#: Titles of the tasks for tables and figures, in the order of :data:`TASKS`.
+TASK_TITLES: Dict[str, str] = {
+    "inpaint_box": "box inpainting",
+    "inpaint_random": "random inpainting",
+    "gaussian_blur": "Gaussian blur",
+    "motion_blur": "motion blur",
+    "nonuniform_blur": "non-uniform blur",
+    "sr4": "4x super-resolution",
+}
 
 DEFAULT_NOISE_SIGMA: float = 0.025
 """Default measurement-noise std on the [0, 1] image scale: DPS/DAPS's sigma = 0.05 on [-1, 1]."""
@@ -295,7 +315,8 @@ def _push_pull(y: Tensor, m: Tensor, iters: int) -> Tensor:
     return x
 
 
-def _check_measurement(y: Tensor, shape: Tuple[int, int], what: str = "y") -> None:
+def _check_measurement(y: Tensor, shape: Tuple[int, ...], what: str = "y") -> None:
+    """Refuse anything but a float ``(B, 3, h, w)`` tensor with ``(h, w) = shape``."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor of shape (B, 3, {shape[0]}, {shape[1]}), got {type(y).__name__}")
     if y.ndim != 4 or y.shape[1] != 3 or tuple(y.shape[-2:]) != tuple(shape):
@@ -305,30 +326,120 @@ def _check_measurement(y: Tensor, shape: Tuple[int, int], what: str = "y") -> No
         raise ValueError(f"{what} must be a float tensor, got dtype {y.dtype}")
 
 
+def _check_finite(y: Tensor, what: str = "y") -> None:
+    """Refuse a measurement with NaN or infinite entries (a solver would silently return NaN images)."""
+    finite = torch.isfinite(y)
+    if not bool(finite.all()):
+        n_nan = int(torch.isnan(y).sum())
+        n_inf = int((~finite).sum()) - n_nan
+        raise ValueError(f"{what} contains {n_nan} NaN and {n_inf} infinite value(s) out of {y.numel()}; a measurement "
+                         "must be finite. Check how it was produced (a failed load, a division by zero, an overflow); "
+                         "for pixels that were not measured, use an inpainting operator and put 0 there.")
+
+
+def _indices(batch: int, indices: Optional[Sequence[int]]) -> List[int]:
+    if indices is None:
+        indices = range(batch)
+    indices = [int(i) for i in indices]
+    if len(indices) != batch:
+        raise ValueError(f"indices has {len(indices)} entries for a batch of {batch}")
+    return indices
+
+
+def seeded_noise(task: str, image_size: int, seed: int, sigma: float, shape: Tuple[int, int],
+                 indices: Sequence[int], dtype: torch.dtype = torch.float32,
+                 device: Union[str, torch.device] = "cpu") -> Tensor:
+    """White Gaussian noise ``(len(indices), 3, *shape)`` of std ``sigma``, reproducible on every machine.
+
+    Image ``b`` gets float64 noise from a CPU ``torch.Generator`` seeded by
+    ``(seed, task, image_size, indices[b])``; it is cast to ``dtype`` and moved to ``device`` last.
+    """
+    h, w = shape
+    out = []
+    for i in indices:
+        g = torch.Generator(device="cpu")
+        g.manual_seed(_torch_seed(task, image_size, seed, int(i)))
+        out.append(torch.randn(3, h, w, generator=g, dtype=torch.float64))
+    n = torch.stack(out) * sigma
+    return n.to(device=device, dtype=dtype)
+
+
+class SeededGaussianNoise(GaussianNoise):
+    """deepinv noise model of our operators: the seeded noise of :func:`seeded_noise`.
+
+    A ``deepinv.physics.GaussianNoise`` (so deepinv algorithms read the level from ``.sigma``) whose
+    draw does not use a stateful generator: ``noise_model(y, indices=...)`` adds the noise image
+    ``indices[b]`` gets (default ``range(B)``), the same as :meth:`Operator.measure`.
+    """
+
+    def __init__(self, sigma: float, task: str, image_size: int, seed: int):
+        super().__init__(sigma=float(sigma))
+        self.sigma_value = float(sigma)
+        self.task, self.image_size, self.seed = task, int(image_size), int(seed)
+
+    def forward(self, y: Tensor, indices: Optional[Sequence[int]] = None, **kwargs: Any) -> Tensor:
+        """``y`` (B, 3, h, w) plus the seeded noise (unchanged when ``sigma`` is 0)."""
+        if self.sigma_value > 0:
+            idx = _indices(y.shape[0], indices)
+            y = y + seeded_noise(self.task, self.image_size, self.seed, self.sigma_value, tuple(y.shape[-2:]), idx,
+                                 dtype=y.dtype, device=y.device)
+        return y
+
+
 # ----------------------------------------------------------------------------------------------
 # operators
 # ----------------------------------------------------------------------------------------------
-class Operator:
-    """Base class: a linear forward model ``A`` with Gaussian noise. See the module docstring.
+class Operator(LinearPhysics):
+    """Base class: a linear forward model ``A`` with seeded Gaussian noise, as a deepinv ``LinearPhysics``.
 
-    ``check_range`` (default True) makes ``A`` refuse inputs outside [0, 1] (1e-3 tolerance);
-    an iterative solver whose iterates may overshoot can set ``op.check_range = False``.
+    Images are ``(B, 3, H, W)`` float in [0, 1], ``H = W = image_size``; measurements ``(B, 3, h, w)``
+    (``h, w`` = :attr:`measurement_shape`). Everything deepinv expects of a ``LinearPhysics`` works:
+    ``A``, ``A_adjoint`` (exact, closed form), ``physics(x)`` / ``forward`` (``A(x)`` plus the noise
+    model's draw), ``noise_model`` (a :class:`SeededGaussianNoise` of std ``noise_sigma``),
+    ``A_dagger``, ``prox_l2``, ``compute_norm``, ``adjointness_test``, ``to(device)``. Masks and
+    kernels are float64 registered buffers, cast to the input's dtype and device on use.
+
+    The benchmark measures with :meth:`measure` (``indices`` = the images' dataset indices); with the
+    default noise model ``physics(x)`` and ``forward(x, indices)`` return the same floats.
+
+    ``check_range`` (default True) makes ``A`` refuse inputs outside [0, 1] (1e-3 tolerance); an
+    iterative solver whose iterates may overshoot runs inside ``with op.unchecked_range(): ...``.
+    deepinv's linear-algebra helpers (``A_dagger``, ``prox_l2``, ``compute_sqnorm``,
+    ``adjointness_test``, ``condition_number``) run with the check off: their inputs are not images.
     """
 
     task: str = ""
 
-    def __init__(self, task: str, image_size: int, seed: int, noise_sigma: float, device="cpu"):
+    def __init__(self, task: str, image_size: int, seed: int, noise_sigma: float, device="cpu",
+                 noise_model: Optional[NoiseModel] = None):
+        if noise_model is None:
+            noise_model = SeededGaussianNoise(noise_sigma, task, image_size, seed)
+        # nn.Module: initialise before any attribute is set; LinearPhysics moves its buffers to `device`
+        super().__init__(img_size=(3, int(image_size), int(image_size)), noise_model=noise_model, device=device)
         self.task = task
         self.image_size = int(image_size)
         self.seed = int(seed)
         self.noise_sigma = float(noise_sigma)
-        self.device = torch.device(device)
         self.check_range = True
         self.padding: Optional[str] = None
-        self.observed_mask: Optional[Tensor] = None
-        self.kernel: Optional[Tensor] = None
+        self.register_buffer("observed_mask", None)
+        self.register_buffer("kernel", None)
 
-    # -- shapes ------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the operator's buffers live (move with :meth:`to`)."""
+        return self._device_holder.device
+
+    def to(self, *args: Any, **kwargs: Any) -> "Operator":
+        """Move the buffers to a device and return the operator. The float64 masks and kernels keep
+        their dtype (they are cast to the input's dtype on use), so a dtype argument is refused."""
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is not None:
+            raise TypeError("an operator keeps float64 masks and kernels and casts them to its input's dtype; "
+                            "convert the images instead of the operator (got a dtype for .to())")
+        return super().to(device) if device is not None else self
+
+    # -- shapes and checks -------------------------------------------------------------------
     @property
     def measurement_shape(self) -> Tuple[int, int]:
         """Spatial size (h, w) of a measurement."""
@@ -340,54 +451,83 @@ class Operator:
         # the range check looks at values only: detach so autograd does not complain
         check_images(x.detach() if (self.check_range or x.ndim != 4) else x.detach()[:0], self.image_size, what)
 
+    def _check_y(self, y: Tensor, what: str = "y") -> None:
+        _check_measurement(y, self.measurement_shape, what)
+
+    def check_measurement(self, y: Tensor, what: str = "y") -> None:
+        """Refuse a measurement of the wrong type, shape or dtype (``TypeError`` / ``ValueError``) or one
+        with NaN or infinite entries (``ValueError``). :meth:`init_estimate`, ``varlib.solve`` and every
+        baseline call it on entry; :meth:`A_adjoint` checks the shape only (it runs inside solvers)."""
+        self._check_y(y, what)
+        _check_finite(y, what)
+
+    @contextlib.contextmanager
+    def unchecked_range(self) -> Iterator["Operator"]:
+        """Context: let :meth:`A` accept iterates outside [0, 1] (unclamped decodes, CG iterates);
+        restores the previous ``check_range`` on exit. Shapes are still checked."""
+        saved = self.check_range
+        self.check_range = False
+        try:
+            yield self
+        finally:
+            self.check_range = saved
+
     # -- the model ---------------------------------------------------------------------------
-    def A(self, x: Tensor) -> Tensor:
-        """Noiseless forward model; differentiable in ``x``."""
+    def A(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """Noiseless forward model ``(B, 3, H, W) -> (B, 3, h, w)``; differentiable in ``x``."""
+        _no_parameters(kwargs)
         self._check_x(x)
         return self._A(x)
 
-    def A_adjoint(self, y: Tensor) -> Tensor:
-        """Exact adjoint of :meth:`A` (``<A x, y> = <x, A_adjoint y>``)."""
-        _check_measurement(y, self.measurement_shape)
+    def A_adjoint(self, y: Tensor, **kwargs: Any) -> Tensor:
+        """Exact adjoint of :meth:`A` (``<A x, y> = <x, A_adjoint y>``): ``(B, 3, h, w) -> (B, 3, H, W)``."""
+        _no_parameters(kwargs)
+        self._check_y(y)
         return self._At(y)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.A(x)
+    def noise(self, y: Tensor, indices: Optional[Sequence[int]] = None, **kwargs: Any) -> Tensor:
+        """deepinv's ``noise``: the clean measurement ``y`` with the noise model's noise added.
 
-    __call__ = A
+        With the default :class:`SeededGaussianNoise`, ``indices`` pick the seeded draws as in
+        :meth:`measure`; another noise model (``set_noise_model``) draws its own noise.
+        """
+        if isinstance(self.noise_model, SeededGaussianNoise):
+            return self.noise_model(y, indices=indices)
+        if indices is not None:
+            raise ValueError(f"indices select varlib's seeded noise, but this operator's noise model is "
+                             f"{type(self.noise_model).__name__}; measure with op.measure(x, indices) instead")
+        return self.noise_model(y, **kwargs)
 
-    def noise(self, batch: int, indices: Optional[Sequence[int]] = None,
-              dtype=torch.float32, device=None) -> Tensor:
-        """The noise realisation ``(batch, 3, h, w)`` (std ``noise_sigma``) that :meth:`measure` adds.
+    def forward(self, x: Tensor, indices: Optional[Sequence[int]] = None, **kwargs: Any) -> Tensor:
+        """deepinv's measurement ``sensor(noise(A(x)))``, i.e. ``physics(x)``; with the default noise
+        model the same floats as :meth:`measure` (``indices`` default to ``range(B)``)."""
+        return self.sensor(self.noise(self.A(x, **kwargs), indices=indices))
+
+    def noise_realisation(self, batch: int, indices: Optional[Sequence[int]] = None,
+                          dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+        """The noise ``(batch, 3, h, w)`` (std ``noise_sigma``) that :meth:`measure` adds.
 
         Image ``b`` gets noise from a CPU generator seeded by ``(seed, task, image_size, indices[b])``;
         ``indices`` defaults to ``range(batch)``. Pass the images' dataset indices to make every
         image's noise independent of how the images are batched.
         """
-        if indices is None:
-            indices = range(batch)
-        indices = [int(i) for i in indices]
-        if len(indices) != batch:
-            raise ValueError(f"indices has {len(indices)} entries for a batch of {batch}")
-        h, w = self.measurement_shape
-        out = []
-        for i in indices:
-            g = torch.Generator(device="cpu")
-            g.manual_seed(_torch_seed(self.task, self.image_size, self.seed, i))
-            out.append(torch.randn(3, h, w, generator=g, dtype=torch.float64))
-        n = torch.stack(out) * self.noise_sigma
-        return n.to(device=device if device is not None else self.device, dtype=dtype)
+        idx = _indices(batch, indices)
+        return seeded_noise(self.task, self.image_size, self.seed, self.noise_sigma, self.measurement_shape, idx,
+                            dtype=dtype, device=device if device is not None else self.device)
 
     def measure(self, x: Tensor, indices: Optional[Sequence[int]] = None) -> Tensor:
-        """``A(x)`` plus seeded Gaussian noise of std ``noise_sigma`` (see :meth:`noise`)."""
+        """``A(x)`` plus seeded Gaussian noise of std ``noise_sigma`` (see :meth:`noise_realisation`).
+
+        This is the measurement the benchmark uses; it ignores ``noise_model`` (always seeded)."""
         y = self.A(x)
         if self.noise_sigma > 0:
-            y = y + self.noise(x.shape[0], indices, dtype=y.dtype, device=y.device)
+            y = y + self.noise_realisation(x.shape[0], indices, dtype=y.dtype, device=y.device)
         return y
 
     def init_estimate(self, y: Tensor) -> Tensor:
-        """A cheap first estimate of the image, (B, 3, H, W) in [0, 1]."""
-        _check_measurement(y, self.measurement_shape)
+        """A cheap first estimate of the image from ``y`` (after :meth:`check_measurement`):
+        ``(B, 3, H, W)`` in [0, 1]."""
+        self.check_measurement(y)
         with torch.no_grad():
             return self._init(y).clamp(0, 1)
 
@@ -397,17 +537,35 @@ class Operator:
                 "noise_sigma": self.noise_sigma, "noise_scale": "[0, 1]", "padding": self.padding,
                 "measurement_shape": [3, *self.measurement_shape]}
 
-    def to(self, device) -> "Operator":
-        self.device = torch.device(device)
-        for name in ("observed_mask", "kernel", "kernels", "weights", "filter"):
-            t = getattr(self, name, None)
-            if isinstance(t, torch.Tensor):
-                setattr(self, name, t.to(self.device))
-        return self
-
     def __repr__(self) -> str:
         d = self.describe()
         return f"{type(self).__name__}(" + ", ".join(f"{k}={v}" for k, v in d.items() if not isinstance(v, list)) + ")"
+
+    # -- deepinv's linear algebra, on vectors that are not images ------------------------------
+    def A_dagger(self, y: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        """deepinv's least-squares pseudo-inverse (``LinearPhysics.A_dagger``), range check off."""
+        with self.unchecked_range():
+            return super().A_dagger(y, *args, **kwargs)
+
+    def prox_l2(self, z: Tensor, y: Tensor, gamma: float, *args: Any, **kwargs: Any) -> Tensor:
+        """deepinv's ``argmin_x gamma/2 ||A x - y||^2 + 1/2 ||x - z||^2``, range check off."""
+        with self.unchecked_range():
+            return super().prox_l2(z, y, gamma, *args, **kwargs)
+
+    def compute_sqnorm(self, x0: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        """deepinv's power method for ``||A||^2`` (``compute_norm`` calls it), range check off."""
+        with self.unchecked_range():
+            return super().compute_sqnorm(x0, *args, **kwargs)
+
+    def adjointness_test(self, *args: Any, **kwargs: Any) -> Tensor:
+        """deepinv's relative adjointness error on Gaussian probes, range check off."""
+        with self.unchecked_range():
+            return super().adjointness_test(*args, **kwargs)
+
+    def condition_number(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        """deepinv's LSQR condition-number estimate, range check off."""
+        with self.unchecked_range():
+            return super().condition_number(x, *args, **kwargs)
 
     # -- to implement ------------------------------------------------------------------------
     def _A(self, x: Tensor) -> Tensor:
@@ -418,6 +576,14 @@ class Operator:
 
     def _init(self, y: Tensor) -> Tensor:
         raise NotImplementedError
+
+
+def _no_parameters(kwargs: Dict[str, Any]) -> None:
+    """deepinv passes per-call physics parameters as keywords; our operators are fixed and have none."""
+    given = sorted(k for k, v in kwargs.items() if v is not None)
+    if given:
+        raise TypeError(f"varlib operators have fixed parameters and take no per-call {', '.join(given)}; "
+                        "make a new operator with make_operator(...) instead")
 
 
 class InpaintingOperator(Operator):
@@ -455,6 +621,11 @@ class InpaintingOperator(Operator):
         # noise only on observed pixels; unobserved stay exactly 0
         y = super().measure(x, indices)
         return y * _as(self.observed_mask, y)
+
+    def noise(self, y, indices=None, **kwargs):
+        # as measure (and deepinv's Inpainting): no noise where nothing was measured
+        z = super().noise(y, indices, **kwargs)
+        return z * _as(self.observed_mask, z)
 
     def _init(self, y):
         return fill_holes(y, _as(self.observed_mask, y))
@@ -527,8 +698,9 @@ class NonUniformBlurOperator(Operator):
         self.grid = NONUNIFORM_GRID
         rng = _rng(task, self.image_size, seed)
         ks = [motion_kernel(self.kernel_size, self.intensity, rng) for _ in range(self.grid[0] * self.grid[1])]
-        self.kernels = torch.from_numpy(np.stack(ks)).to(self.device)                       # (K, k, k)
-        self.weights = torch.from_numpy(partition_of_unity(self.image_size, self.grid))[:, None].to(self.device)  # (K,1,H,W)
+        self.register_buffer("kernels", torch.from_numpy(np.stack(ks)).to(self.device))                   # (K, k, k)
+        self.register_buffer("weights", torch.from_numpy(partition_of_unity(self.image_size, self.grid))[:, None]
+                             .to(self.device))                                                             # (K,1,H,W)
         w_mean = self.weights.mean(dim=(1, 2, 3))
         self.kernel = (w_mean[:, None, None] * self.kernels).sum(0) / w_mean.sum()       # average kernel
 
@@ -570,7 +742,7 @@ class SuperResolutionOperator(Operator):
             raise ValueError(f"sr4 needs image_size divisible by {SR_FACTOR}, got {self.image_size}")
         self.factor = SR_FACTOR
         self.padding = "reflect"
-        self.filter = dF.bicubic_filter(self.factor).to(torch.float64)[0, 0].to(self.device)  # (16, 16), sums to 1
+        self.register_buffer("filter", dF.bicubic_filter(self.factor).to(torch.float64)[0, 0].to(self.device))  # (16, 16)
         self.kernel = self.filter
         self.pad = (self.filter.shape[-1] - self.factor) // 2                                   # 6
 
@@ -618,3 +790,213 @@ def make_operator(task: str, image_size: int, seed: int = 0, noise_sigma: float 
     if noise_sigma < 0:
         raise ValueError(f"noise_sigma must be >= 0 (std on the [0, 1] scale), got {noise_sigma}")
     return _CLASSES[task](task, int(image_size), int(seed), float(noise_sigma), device)
+
+
+# ----------------------------------------------------------------------------------------------
+# foreign deepinv physics
+# ----------------------------------------------------------------------------------------------
+#: Initial estimate of a wrapped non-inpainting physics: ``argmin ||A x - y||^2 + rho ||x - 1/2||^2``
+#: with ``rho = PHYSICS_INIT_RHO * max(sigma, WIENER_MIN_SIGMA)^2 * ||A||^2`` (CG, PHYSICS_INIT_ITERS steps).
+PHYSICS_INIT_RHO = 100.0
+PHYSICS_INIT_ITERS = 50
+
+
+class PhysicsOperator(Operator):
+    """A foreign ``deepinv.physics.LinearPhysics`` with the interface of our operators.
+
+    ``A`` / ``A_adjoint`` / ``physics(x)`` are the wrapped physics' own; ``measure(x)`` is
+    ``physics(x)`` (its noise model and generator, not our seeded noise). What varlib adds:
+
+    * ``init_estimate``: for ``deepinv.physics.Inpainting`` (and ``Demosaicing``) the push-pull hole
+      filling of :func:`fill_holes` from its mask, channel by channel; for anything else a
+      Tikhonov-regularised inverse ``argmin ||A x - y||^2 + rho ||x - 1/2||^2`` by conjugate
+      gradients, ``rho`` = :data:`PHYSICS_INIT_RHO` ``* max(sigma, 0.01)^2 * ||A||^2`` -- the plain
+      ``A_dagger`` amplifies the noise of a blur and ``A_adjoint`` is far too dark after
+      down-sampling;
+    * ``observed_mask`` ``(1 or B, 1, H, W)``: pixels observed in every channel (inpainting only),
+      used by the solver's partial token injection;
+    * ``noise_sigma`` from ``noise_model.sigma`` (0 for ``ZeroNoise``), the [0, 1] range check, and
+      the shape and finiteness checks of measurements.
+
+    Build it with :func:`as_operator`.
+    """
+
+    def __init__(self, physics: LinearPhysics, img_size: Tuple[int, ...], noise_sigma: float,
+                 task: Optional[str] = None):
+        device = _physics_device(physics)
+        super().__init__(task or "", img_size[-1], 0, noise_sigma, device, noise_model=physics.noise_model)
+        self.task = task
+        self.img_size = tuple(int(s) for s in img_size)
+        self.image_size = self.img_size[-1] if self.img_size[-1] == self.img_size[-2] else None
+        self.physics = physics  # a submodule: .to(device) moves it too
+        with torch.no_grad():
+            probe = physics.A(torch.zeros(1, *self.img_size, device=device))
+        self.y_shape = tuple(probe.shape[1:])
+        self._sqnorm: Optional[float] = None
+        self.observed_mask = self._pixel_mask()
+
+    @property
+    def is_inpainting(self) -> bool:
+        import deepinv.physics as dphys
+        return isinstance(self.physics, dphys.Inpainting) and getattr(self.physics, "mask", None) is not None
+
+    @property
+    def measurement_shape(self) -> Tuple[int, ...]:
+        return self.y_shape[-2:] if len(self.y_shape) == 3 else self.y_shape
+
+    def _channel_mask(self, like: Tensor) -> Tensor:
+        """The inpainting mask broadcast to ``like`` (B, C, H, W)."""
+        m = self.physics.mask.to(device=like.device, dtype=like.dtype)
+        while m.ndim < 4:
+            m = m[None]
+        return torch.broadcast_to(m, like.shape)
+
+    def _pixel_mask(self) -> Optional[Tensor]:
+        if not self.is_inpainting:
+            return None
+        m = self.physics.mask.detach()
+        while m.ndim < 4:
+            m = m[None]
+        return (m.amin(dim=1, keepdim=True) > 0).to(torch.float64)
+
+    def _check_x(self, x: Tensor, what: str = "x") -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor of shape (B, {', '.join(map(str, self.img_size))}), "
+                            f"got {type(x).__name__}")
+        if x.ndim != len(self.img_size) + 1 or tuple(x.shape[1:]) != self.img_size:
+            raise ValueError(f"{what} must have shape (B, {', '.join(map(str, self.img_size))}) for this physics, "
+                             f"got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{what} must be a float tensor in [0, 1], got dtype {x.dtype}")
+        if self.check_range and x.numel() > 0:
+            lo, hi = float(x.detach().min()), float(x.detach().max())
+            if lo < -1e-3 or hi > 1 + 1e-3:
+                raise ValueError(f"{what} must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
+                                 "images in [-1, 1] convert with (x + 1) / 2")
+
+    def _check_y(self, y: Tensor, what: str = "y") -> None:
+        shape = ", ".join(map(str, self.y_shape))
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor of shape (B, {shape}), got {type(y).__name__}")
+        if y.ndim != len(self.y_shape) + 1 or tuple(y.shape[1:]) != self.y_shape:
+            raise ValueError(f"{what} must be a measurement of shape (B, {shape}) for this physics, "
+                             f"got {tuple(y.shape)}")
+        if not y.is_floating_point():
+            raise ValueError(f"{what} must be a float tensor, got dtype {y.dtype}")
+
+    def _A(self, x: Tensor) -> Tensor:
+        return self.physics.A(x)
+
+    def _At(self, y: Tensor) -> Tensor:
+        return self.physics.A_adjoint(y)
+
+    def noise(self, y: Tensor, indices: Optional[Sequence[int]] = None, **kwargs: Any) -> Tensor:
+        if indices is not None:
+            raise ValueError("indices select varlib's seeded noise; a wrapped deepinv physics draws its noise "
+                             "with its own noise model (give that model a seeded torch.Generator)")
+        return self.physics.noise(y, **kwargs)
+
+    def forward(self, x: Tensor, indices: Optional[Sequence[int]] = None, **kwargs: Any) -> Tensor:
+        self._check_x(x)
+        if indices is not None:
+            self.noise(x, indices)  # raises
+        return self.physics(x, **kwargs)
+
+    def measure(self, x: Tensor, indices: Optional[Sequence[int]] = None) -> Tensor:
+        """``physics(x)``: the wrapped physics' noisy measurement (``indices`` are refused)."""
+        return self.forward(x, indices)
+
+    def sqnorm(self) -> float:
+        """``||A||^2`` by :func:`varlib.linalg.operator_sqnorm` (power method, cached)."""
+        if self._sqnorm is None:
+            dev = self.device
+            with torch.no_grad(), self.unchecked_range():
+                self._sqnorm = operator_sqnorm(lambda v: self.physics.A(v.to(dev)),
+                                               lambda u: self.physics.A_adjoint(u).cpu(), self.img_size)
+        return self._sqnorm
+
+    def _init(self, y: Tensor) -> Tensor:
+        if self.is_inpainting:
+            self.observed_mask = self._pixel_mask()  # the physics' mask may have been updated
+            m = self._channel_mask(y)  # Inpainting measures images: y has their shape
+            return _push_pull(y * m, m, 20)
+        rho = PHYSICS_INIT_RHO * max(self.noise_sigma, WIENER_MIN_SIGMA) ** 2 * max(self.sqnorm(), 1e-12)
+        At = self.physics.A_adjoint
+        z = torch.full((y.shape[0], *self.img_size), 0.5, dtype=y.dtype, device=y.device)
+        return cg_solve(lambda v: At(self.physics.A(v)) + rho * v, At(y) + rho * z, z, PHYSICS_INIT_ITERS)
+
+    def describe(self) -> Dict:
+        return {"task": self.task, "physics": type(self.physics).__name__, "img_size": list(self.img_size),
+                "noise_sigma": self.noise_sigma, "noise_scale": "[0, 1]", "measurement_shape": list(self.y_shape),
+                "init": "push-pull hole filling" if self.is_inpainting else "Tikhonov-regularised inverse (CG)"}
+
+
+def _physics_device(physics: Physics) -> torch.device:
+    holder = getattr(physics, "_device_holder", None)
+    if isinstance(holder, torch.Tensor):
+        return holder.device
+    for t in list(physics.buffers()) + list(physics.parameters()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _physics_sigma(physics: Physics) -> float:
+    nm = physics.noise_model
+    if isinstance(nm, ZeroNoise) or nm is None:
+        return 0.0
+    sigma = getattr(nm, "sigma", None)
+    if sigma is None:
+        raise ValueError(f"cannot read a Gaussian noise level from the physics' {type(nm).__name__}; pass "
+                         "noise_sigma=... (the noise std on the [0, 1] scale) to varlib.operators.as_operator")
+    sigma = torch.as_tensor(sigma).detach().flatten()
+    if sigma.numel() > 1 and not bool((sigma == sigma[0]).all()):
+        raise ValueError(f"the physics has per-image noise levels {sigma.tolist()}; pass one noise_sigma=... "
+                         "to varlib.operators.as_operator")
+    value = sigma[0]
+    if value.dtype == torch.float32:  # deepinv keeps sigma in float32: read 0.025 back as 0.025
+        return float(np.format_float_positional(np.float32(value.item()), unique=True))
+    return float(value)
+
+
+def as_operator(physics: Any, img_size: Optional[Sequence[int]] = None, noise_sigma: Optional[float] = None,
+                task: Optional[str] = None, y: Optional[Tensor] = None) -> Operator:
+    """What ``varlib.solve`` and the baselines run on: our operators as they are, a foreign deepinv
+    ``LinearPhysics`` wrapped in a :class:`PhysicsOperator`.
+
+    ``img_size``: the image shape ``(C, H, W)``, needed only when the physics records none in its
+    ``img_size`` (or ``imsize``) attribute and no measurement ``y`` is given (it is then ``A_adjoint(y).shape[1:]``).
+    ``noise_sigma``: the noise std on the [0, 1] scale, by default the physics'
+    ``noise_model.sigma``. ``task``: one of :data:`TASKS` to use that task's tuned solver settings
+    (default: none, the untuned named settings). Raises ``TypeError`` for anything that is not a
+    linear physics.
+    """
+    if isinstance(physics, Operator):
+        return physics
+    if not isinstance(physics, LinearPhysics):
+        kind = "a non-linear deepinv Physics" if isinstance(physics, Physics) else f"a {type(physics).__name__}"
+        raise TypeError(f"the operator must be a varlib operator (varlib.operators.make_operator) or a linear "
+                        f"deepinv physics (deepinv.physics.LinearPhysics, e.g. Inpainting, BlurFFT, Downsampling); "
+                        f"got {kind}")
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    own = getattr(physics, "img_size", None)
+    if own is None:
+        own = getattr(physics, "imsize", None)  # deepinv's Downsampling
+    if img_size is None:
+        if own is not None:
+            img_size = own
+        elif y is not None:
+            with torch.no_grad():
+                img_size = physics.A_adjoint(y).shape[1:]
+        else:
+            raise ValueError(f"{type(physics).__name__} records no img_size: pass img_size=(C, H, W) or the "
+                             "measurement y to as_operator")
+    img_size = tuple(int(s) for s in img_size)
+    if own is not None and tuple(int(s) for s in own) != img_size:
+        raise ValueError(f"img_size={img_size} disagrees with the physics' own img_size {tuple(own)}")
+    if len(img_size) != 3:
+        raise ValueError(f"img_size must be (C, H, W), got {img_size}")
+    sigma = float(noise_sigma) if noise_sigma is not None else _physics_sigma(physics)
+    if sigma < 0:
+        raise ValueError(f"noise_sigma must be >= 0 (std on the [0, 1] scale), got {sigma}")
+    return PhysicsOperator(physics, img_size, sigma, task)

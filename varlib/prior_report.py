@@ -2,7 +2,7 @@
 
     python -m varlib.prior_report --run runs/tiny64 --out results/prior
 
-Reads the run directory written by :mod:`varlib.train` (logs, checkpoints, metrics.json) or the
+Reads the run directory written by :mod:`varlib.training` (logs, checkpoints, metrics.json) or the
 shipped weights, and draws: held-out reconstructions with PSNR, the coarse-to-fine PSNR curve,
 training curves, the per-scale NLL against the baselines, class-conditional samples (two
 guidance values) and class-agnostic samples, and the schedule trade-off table.
@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .io import atomic_path, atomic_write_text
 from .prior import Prior, load_prior
 
 
@@ -39,11 +40,9 @@ def _save(fig, out: Path, name: str) -> None:
 
 def _write_table(df: pd.DataFrame, out: Path, name: str) -> None:
     """``name``.csv (written whole or not at all) and ``name``.md under ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f"{name}.csv.tmp"
-    df.to_csv(tmp, index=False)
-    tmp.replace(out / f"{name}.csv")
-    (out / f"{name}.md").write_text(df.to_markdown(index=False))
+    with atomic_path(out / f"{name}.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    atomic_write_text(out / f"{name}.md", df.to_markdown(index=False))
 
 
 def _grid(ax, images: torch.Tensor, nrow: int) -> None:
@@ -68,7 +67,7 @@ def class_block_order(num_classes: int, per_class: int) -> torch.Tensor:
 
 def reconstructions_figure(prior: Prior, out: Path, n: int = 8) -> None:
     from .data import read_tinyimagenet
-    from .train import psnr_batch
+    from .training import psnr_batch
     x, _, names = read_tinyimagenet("val", limit=n)
     x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
     rec = prior.reconstruct(x)
@@ -211,7 +210,7 @@ SCHEDULES = {
 
 @torch.no_grad()
 def _tokenizer_psnr_with_schedule(prior: Prior, x: torch.Tensor, patch_nums) -> float:
-    from .train import psnr_batch
+    from .training import psnr_batch
     q = prior.tokenizer.quantize
     f = prior.tokenizer.encode_latent(x * 2 - 1)
     toks = q.f_to_tokens(f, patch_nums)
@@ -254,7 +253,7 @@ def tokenizer_ceiling(prior: Prior, x: torch.Tensor, batch: int = 100) -> Dict[s
     ``unquantised``: the encoder's continuous latent decoded directly, no codebook at all. The decoder was
     trained on quantised latents, so ``unquantised`` indicates the autoencoder's ceiling; it is not a bound.
     """
-    from .train import psnr_batch
+    from .training import psnr_batch
     tok = prior.tokenizer
     q = tok.quantize
     last = len(q.patch_nums) - 1
@@ -316,25 +315,25 @@ def transformer_step_seconds(cfg, steps: int = 3, batch: int = 32) -> float:
     return float(np.median(times[1:]))
 
 
-TOKENIZER_TARGET_DB = 24.0  # issue 10: held-out tokenizer PSNR of the CPU recipe
+TOKENIZER_TARGET_DB = 24.0  # the held-out tokenizer PSNR the CPU recipe aims at
 
 
 def tokenizer_levers(runs: List[Path], out: Path, base_prior: str = "tiny64", n_images: int = 500) -> pd.DataFrame:
     """Tokenizer capacity levers at equal training: continuations of ``base_prior``'s tokenizer
-    (``python -m varlib.train tokenizer --init-weights tiny64 --patch-nums ... --vocab-size ... --steps N``),
+    (``python -m varlib.training tokenizer --init-weights tiny64 --patch-nums ... --vocab-size ... --steps N``),
     each scored on the same held-out images beside the shipped tokenizer. Bits per image are the
     tokens' raw code length (tokens x log2 codebook size); the transformer step time is measured here
     for the prior's transformer size on each run's schedule and codebook.
     Writes ``tokenizer_levers.{csv,md,png,pdf}`` under ``out``."""
     from .prior.configs import PriorConfig
-    from .train import evaluate_tokenizer, load_tokenizer_from_ckpt
+    from .training import evaluate_tokenizer, load_tokenizer_from_ckpt
     base = load_prior(base_prior)
     entries = [(f"{base_prior} (shipped)", base, {})]
     for run in runs:
         ck = torch.load(Path(run) / "tokenizer_ckpt.pt", map_location="cpu", weights_only=False)
         if "init_weights" not in ck:
             raise ValueError(f"{run} is not a tokenizer continuation (no init_weights in its tokenizer_ckpt.pt); "
-                             f"make one with `python -m varlib.train tokenizer --init-weights {base_prior} ...`")
+                             f"make one with `python -m varlib.training tokenizer --init-weights {base_prior} ...`")
         if ck["init_weights"] != base_prior:
             raise ValueError(f"{run} continued {ck['init_weights']}'s tokenizer, not {base_prior}'s: pass --prior "
                              f"{ck['init_weights']} to compare it with the tokenizer it started from")
@@ -381,7 +380,7 @@ ABLATION_FIELDS = ("Cvae", "vocab_size", "patch_nums", "ch", "num_res_blocks", "
 def recipe_changes(ck: Dict, reference: str = "tiny64") -> str:
     """What a tokenizer run (its ``tokenizer_ckpt.pt`` dict) changed from the ``reference`` recipe, in words."""
     from .prior.configs import named_config
-    from .train import RECIPES, recipe_crop
+    from .training import RECIPES, recipe_crop
     tok, ref = ck["config"]["tokenizer"], named_config(reference).tokenizer
     changes = [f"{k} {tok[k]}" for k in ABLATION_FIELDS
                if k in tok and (tuple(tok[k]) if isinstance(tok[k], list) else tok[k]) != getattr(ref, k)]
@@ -403,12 +402,12 @@ def recipe_changes(ck: Dict, reference: str = "tiny64") -> str:
 
 
 def tokenizer_ablation(runs: List[Path], out: Path, n_images: int = 500, reference: str = "tiny64") -> pd.DataFrame:
-    """Tokenizer training choices side by side: short from-scratch runs (``python -m varlib.train tokenizer
+    """Tokenizer training choices side by side: short from-scratch runs (``python -m varlib.training tokenizer
     --steps N --loss/--lr-schedule/--znorm/--cvae/--crop ...``), each scored on the same held-out images.
     The first run is the reference the others are compared with. Each run's scores are kept in its
     ``heldout_<n_images>.json`` for the step they were taken at. Writes ``tokenizer_ablation.{csv,md,png,pdf}``."""
     from .prior.configs import PriorConfig
-    from .train import evaluate_tokenizer, load_tokenizer_from_ckpt
+    from .training import evaluate_tokenizer, load_tokenizer_from_ckpt
     rows, curves = [], {}
     for run in tqdm(runs, desc="tokenizer runs", unit="run"):
         run = Path(run)
@@ -483,7 +482,7 @@ def schedule_tradeoff(prior: Prior, out: Path, trained: Optional[Dict[str, Path]
     """Tokens per image vs tokenizer PSNR vs transformer NLL and training images per hour.
 
     ``trained`` maps a schedule name of ``SCHEDULES`` to the ``metrics.json`` of a transformer trained
-    on it for the same wall time as the shipped one (``python -m varlib.train transformer
+    on it for the same wall time as the shipped one (``python -m varlib.training transformer
     --patch-nums ...`` with the shipped tokenizer; README); their NLL columns join the table. With
     ``remeasure=False`` the measured columns are read back from ``schedule_tradeoff.csv``.
     """
@@ -544,7 +543,7 @@ def main(argv=None) -> None:
                     help="a decoder run that continued --run's decoder (make prior-gpu: runs/tiny64-gpu-decoder)")
     ap.add_argument("--levers", nargs="+", default=None, metavar="RUN",
                     help="only the tokenizer capacity table: score these continuations of --prior's tokenizer "
-                         "(python -m varlib.train tokenizer --init-weights ...) beside it")
+                         "(python -m varlib.training tokenizer --init-weights ...) beside it")
     ap.add_argument("--ceiling", action="store_true",
                     help="only the tokenizer ceiling table: quantised against unquantised decoding of 500 held-out images")
     ap.add_argument("--ablation", nargs="+", default=None, metavar="RUN",

@@ -38,7 +38,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .baselines import cg_solve
+from .linalg import cg_solve
+from .operators import Operator, as_operator
 from .prior.model import Prior, check_images
 from .prior.sampling import filter_logits, sample_tokens
 from .result import Result
@@ -272,9 +273,14 @@ def injection_masks(prior: Prior, operator, s: Dict[str, Any], batch: int, devic
 
 
 def pixel_proximal(x0: torch.Tensor, y: torch.Tensor, operator, rho: float, iters: int = 30) -> torch.Tensor:
-    """argmin_x ||y - A x||^2 + rho ||x - x0||^2, by CG on (A^T A + rho I) x = A^T y + rho x0."""
-    b = operator.A_adjoint(y) + rho * x0
-    return cg_solve(lambda v: operator.A_adjoint(operator.A(v)) + rho * v, b, x0, iters).clamp(0, 1)
+    """argmin_x ||y - A x||^2 + rho ||x - x0||^2, by CG on (A^T A + rho I) x = A^T y + rho x0.
+
+    ``x0`` (B, 3, H, W), ``y`` the measurement; returns (B, 3, H, W) clamped to [0, 1]. The CG
+    iterates leave [0, 1], so the operator's range check is off meanwhile."""
+    op = as_operator(operator, y=y)
+    with op.unchecked_range():
+        b = op.A_adjoint(y) + rho * x0
+        return cg_solve(lambda v: op.A_adjoint(op.A(v)) + rho * v, b, x0, iters).clamp(0, 1)
 
 
 def latent_data_consistency(prior: Prior, f_hat: torch.Tensor, y: torch.Tensor, operator, steps: int, lr: float,
@@ -307,45 +313,35 @@ def _residual(x: torch.Tensor, y: torch.Tensor, operator) -> torch.Tensor:
 
 
 # -- the solver ------------------------------------------------------------------------------------------
-class _unchecked_range:
-    """Let the operator accept iterates slightly outside [0, 1] (unclamped decodes, CG iterates)."""
-
-    def __init__(self, operator):
-        self.operator = operator
-
-    def __enter__(self):
-        self.saved = getattr(self.operator, "check_range", None)
-        if self.saved is not None:
-            self.operator.check_range = False
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            self.operator.check_range = self.saved
-
-
 def solve(y: torch.Tensor, operator, prior: Prior, settings: Union[str, Dict[str, Any], None] = "default",
           return_samples: bool = False, **overrides) -> Result:
     """Reconstruct images from measurements ``y = operator.measure(x)`` with the VAR prior.
 
-    y: measurement tensor as produced by ``operator`` (batch B); operator: from
-    :func:`varlib.operators.make_operator` at the prior's image size; settings: a name from
-    ``NAMED_SETTINGS`` or a dict (key ``base`` picks the named settings it starts from), with keyword
-    overrides. Returns a :class:`Result` whose ``image`` is (B,3,H,W) in [0,1].
+    y: measurement tensor as produced by ``operator`` (batch B), finite (NaN / inf raise a
+    ``ValueError``); operator: from :func:`varlib.operators.make_operator` at the prior's image size,
+    or a deepinv ``LinearPhysics`` on ``(3, S, S)`` images (``Inpainting``, ``BlurFFT``,
+    ``Downsampling``, ...: wrapped by :func:`varlib.operators.as_operator`, noise level from its
+    ``noise_model.sigma``); settings: a name from ``NAMED_SETTINGS`` or a dict (key ``base`` picks
+    the named settings it starts from), with keyword overrides. Returns a :class:`Result` whose
+    ``image`` is (B,3,S,S) in [0,1].
     """
-    with _unchecked_range(operator):
-        return _solve(y, operator, prior, settings, return_samples, **overrides)
+    op = as_operator(operator, y=y)
+    with op.unchecked_range():  # unclamped decodes and CG iterates leave [0, 1]
+        return _solve(y, op, prior, settings, return_samples, **overrides)
 
 
 @torch.no_grad()
-def _solve(y: torch.Tensor, operator, prior: Prior, settings: Union[str, Dict[str, Any], None] = "default",
-          return_samples: bool = False, **overrides) -> Result:
-    """:func:`solve` with the operator's range check already relaxed."""
+def _solve(y: torch.Tensor, operator: Operator, prior: Prior, settings: Union[str, Dict[str, Any], None] = "default",
+           return_samples: bool = False, **overrides) -> Result:
+    """:func:`solve` on an adapted operator whose range check is already relaxed."""
     t0 = time.perf_counter()
-    task = getattr(operator, "task", None)
+    task = operator.task or None
     s = resolve_settings(settings, task, prior.num_scales, prior.name, **overrides)
-    if getattr(operator, "image_size", prior.image_size) != prior.image_size:
-        raise ValueError(f"operator is for {operator.image_size} px images but the prior {prior.name!r} works at "
-                         f"{prior.image_size} px; make the operator with image_size={prior.image_size}")
+    size = prior.image_size
+    if tuple(operator.img_size) != (3, size, size):
+        raise ValueError(f"operator is for images of shape {tuple(operator.img_size)} but the prior {prior.name!r} "
+                         f"works at {size} px, (3, {size}, {size}); make the operator with image_size={size}")
+    operator.check_measurement(y)
     dev = prior.device
     y = y.to(dev)
     B, S = y.shape[0], int(s["num_samples"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Dict, List
 
@@ -23,6 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .io import atomic_write_text
 from .metrics import psnr
 from .operators import TASKS, make_operator
 from .prior import load_prior
@@ -131,9 +131,7 @@ def main(argv=None) -> None:
             print(f"{task}: {key} -> {best[key]} ({scores[best[key]]:.2f} dB; tried {scores})", flush=True)
         chosen[task] = {k: v for k, v in best.items() if k != "base"}
     df = pd.DataFrame(rows)
-    tmp = out / "var_tuning.csv.tmp"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out / "var_tuning.csv")
+    atomic_write_text(out / "var_tuning.csv", df.to_csv(index=False))
     current = json.loads(TUNED_SETTINGS_FILE.read_text()) if TUNED_SETTINGS_FILE.exists() else {}
     for task, values in chosen.items():  # keep per-task values this search does not cover
         current.setdefault(prior.name, {}).setdefault(task, {}).update(values)
@@ -144,9 +142,7 @@ def main(argv=None) -> None:
         notes[prior.name] = note + "; other per-task values kept from earlier searches (results/tuning/)"
     else:  # a partial search adds to the prior's note
         notes[prior.name] = f"{notes.get(prior.name, '')}; then {note}".lstrip("; ")
-    tmp = TUNED_SETTINGS_FILE.with_suffix(".json.tmp")  # atomic: running solvers read the file
-    tmp.write_text(json.dumps(current, indent=1))
-    os.replace(tmp, TUNED_SETTINGS_FILE)
+    atomic_write_text(TUNED_SETTINGS_FILE, json.dumps(current, indent=1))  # running solvers read the file
     print(json.dumps(chosen, indent=1))
 
 

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from . import baselines as bl
+from .io import atomic_write_text
 
 TV_LAMS = (0.001, 0.003, 0.01, 0.03)
 PNP_LAMS = (0.1, 0.3, 1.0)
@@ -187,13 +188,9 @@ def tune(methods: List[str], tasks: List[str], n_images: int, out: Path, image_s
     df = pd.DataFrame(rows)
     df.insert(2, "images", len(names))
     df["image_set"] = "tinyimagenet-train shard 0 (one image per class, classes evenly spaced)"
-    tmp = out / f"{name}.csv.tmp"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out / f"{name}.csv")
-    tmp = out / f"{name}_chosen.json.tmp"
-    tmp.write_text(json.dumps({"images": names, "image_size": image_size, "seed": seed,
-                               "chosen": chosen}, indent=2))
-    os.replace(tmp, out / f"{name}_chosen.json")
+    atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))
+    atomic_write_text(out / f"{name}_chosen.json", json.dumps({"images": names, "image_size": image_size,
+                                                               "seed": seed, "chosen": chosen}, indent=2))
     return chosen
 
 
@@ -228,9 +225,8 @@ def main(argv=None):
                 table[m] = v
                 notes[m] = (f"python -m varlib.tune_baselines {' '.join(argv if argv is not None else sys.argv[1:])}"
                             f": {args.images} tinyimagenet-train images, trials in {args.out / (args.name + '.csv')}")
-        tmp = TUNED_SETTINGS_FILE.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"prior": args.diffusion_prior, "notes": notes, "chosen": table}, indent=1))
-        os.replace(tmp, TUNED_SETTINGS_FILE)
+        atomic_write_text(TUNED_SETTINGS_FILE, json.dumps({"prior": args.diffusion_prior, "notes": notes,
+                                                          "chosen": table}, indent=1))
         print("wrote", TUNED_SETTINGS_FILE)
 
 

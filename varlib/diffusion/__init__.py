@@ -4,10 +4,11 @@
 - :mod:`.schedule`: the DDPM linear-beta schedule and DDIM steps (:class:`DDPMSchedule`);
 - :mod:`.model`: :class:`DiffusionPrior` (deepinv-style denoiser ``prior(x, sigma)`` on [0, 1],
   DDIM ``sample``), saving/loading (:func:`save_diffusion_prior`, :func:`load_diffusion_prior`);
-- :mod:`.train`: ``python -m varlib.train diffusion`` (training, export, step timing);
 - :mod:`.solvers`: DPS and DiffPIR with this prior (:func:`dps_embedded`, :func:`diffpir_embedded`).
 
-See docs/diffusion.md.
+Its trainer is :mod:`varlib.training.diffusion` (``python -m varlib.training diffusion``).
+
+See docs/prior.md.
 """
 from .model import (CONFIGS, KNOWN_DIFFUSION_PRIORS, DiffusionConfig, DiffusionPrior, build_diffusion_prior,
                     load_diffusion_prior, named_diffusion_config, save_diffusion_prior, test_diffusion_config,

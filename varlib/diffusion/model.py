@@ -21,13 +21,14 @@ from typing import Any, Dict, Optional, Union
 import torch
 import torch.nn as nn
 
+from ..io import sha256_file
 from .schedule import DDPMSchedule, ScheduleConfig
 from .unet import UNet, UNetConfig
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 WEIGHT_FILES = ("config.json", "model.safetensors")  # the files SHA256SUMS covers
 MAX_EXPORT_BYTES = 25 * 1024 * 1024
-TRAIN_COMMAND = "python -m varlib.train diffusion --out runs/diffusion64 --steps {steps} --export"
+TRAIN_COMMAND = "python -m varlib.training diffusion --out runs/diffusion64 --steps {steps} --export"
 
 
 @dataclass
@@ -162,7 +163,6 @@ def build_diffusion_prior(name_or_config: Union[str, DiffusionConfig] = "tiny64-
 
 
 # -- saving and loading -----------------------------------------------------------------------------
-from ..prior.loading import _sha256  # noqa: E402  (one checksum helper for both priors)
 
 
 def model_card(prior: DiffusionPrior, training: Optional[Dict[str, Any]] = None) -> str:
@@ -172,7 +172,7 @@ def model_card(prior: DiffusionPrior, training: Optional[Dict[str, Any]] = None)
         f"# {cfg.name}: embedded pixel-space diffusion prior (varlib)",
         "",
         "An epsilon-prediction DDPM for 64 px RGB images, shipped so that the diffusion baselines `dps` and",
-        "`diffpir` run offline next to the VAR prior (see docs/diffusion.md).",
+        "`diffpir` run offline next to the VAR prior (see docs/prior.md).",
         "",
         "## Model",
         f"- UNet: {prior.num_parameters / 1e6:.2f} M parameters; widths "
@@ -231,14 +231,14 @@ def save_diffusion_prior(prior: DiffusionPrior, path: Union[str, os.PathLike], h
     for fname, p in tmp.items():
         os.chmod(p, 0o644)  # safetensors writes 0600; shipped files must be readable by everyone
         os.replace(p, path / fname)
-    (path / "SHA256SUMS").write_text("".join(f"{_sha256(path / f)}  {f}\n" for f in WEIGHT_FILES))
+    (path / "SHA256SUMS").write_text("".join(f"{sha256_file(path / f)}  {f}\n" for f in WEIGHT_FILES))
     return path
 
 
 def _missing_message(path: Path, name: str) -> str:
     return (f"the diffusion prior {name!r} is not built: {path} holds no weights. Build it with "
             f"`{TRAIN_COMMAND.format(steps='N')}` (trains in runs/diffusion64, resumable, then exports to {path}; "
-            "see docs/diffusion.md for the step count and the CPU time it takes)")
+            "see docs/prior.md for the step count and the CPU time it takes)")
 
 
 def load_diffusion_prior(name_or_path: Union[str, os.PathLike] = "tiny64-diffusion", device="cpu",

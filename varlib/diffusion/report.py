@@ -1,4 +1,4 @@
-"""Figures and numbers that show what the embedded diffusion prior learned (issue 7).
+"""Figures and numbers that show what the embedded diffusion prior learned.
 
     python -m varlib.diffusion.report [--prior tiny64-diffusion] [--images 64] [--out results/prior]
 
@@ -113,7 +113,7 @@ CARD_SECTION = "## Held-out denoising"
 
 
 def write_card_metrics(weights_dir: Path, table: pd.DataFrame, images: str) -> Path:
-    """Put the denoising table into the model card (replacing an earlier version of the section)."""
+    """Put the denoising table into the model card (replacing the section if the card has one)."""
     card = Path(weights_dir) / "MODEL_CARD.md"
     text = card.read_text()
     if CARD_SECTION in text:

@@ -1,11 +1,12 @@
-"""DPS and DiffPIR with the embedded diffusion prior (methods ``dps`` / ``diffpir`` of issue 7).
+"""DPS and DiffPIR with the embedded diffusion prior (the benchmark's methods ``dps`` / ``diffpir``).
 
 Both reuse the wiring of :func:`varlib.baselines.dps` / :func:`varlib.baselines.diffpir`, which run
 deepinv's implementations (``deepinv.sampling.DPS``: VP schedule with beta 0.1 .. 20, DDPM ancestral
 solver, guidance ``zeta * grad ||y - A x0_hat||``; ``deepinv.sampling.DiffPIR``: HQS with the L2
 data prox solved by conjugate gradients on ``deepinv.physics.LinearPhysics(A=op.A,
 A_adjoint=op.A_adjoint)``) around any denoiser ``D(x, sigma)`` on [0, 1] images, with the operator's
-[0, 1] range check off during the solve and the denoiser calls counted. The embedded
+[0, 1] range check off during the solve (``op.unchecked_range()``) and the denoiser calls counted;
+``op`` may be a deepinv ``LinearPhysics`` (:func:`varlib.operators.as_operator`). The embedded
 :class:`~varlib.diffusion.model.DiffusionPrior` is such a denoiser, and its discrete DDPM schedule
 (betas 1e-4 .. 0.02 over 1000 steps) is the one deepinv's VP schedule and DiffPIR assume, so the
 algorithms run unchanged: the comparison with the downloaded ImageNet networks differs only in the
@@ -29,16 +30,16 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from ..operators import TASKS
 from ..result import Result
 from .model import DiffusionPrior, load_diffusion_prior
 
-_TASKS = ("inpaint_box", "inpaint_random", "gaussian_blur", "motion_blur", "nonuniform_blur", "sr4")
 #: the papers' defaults: DPS ``weight`` is the step size zeta of Chung et al. (2023) (1.0 in the
 #: paper's FFHQ/ImageNet settings); DiffPIR ``lambda_`` / ``zeta`` of Zhu et al. (2023) (7 and 0.3; 1.0
 #: for inpainting as in the baselines)
 PAPER_SETTINGS: Dict[str, Dict[str, Dict[str, Any]]] = {
-    "dps": {t: dict(weight=1.0) for t in _TASKS},
-    "diffpir": {t: dict(lambda_=7.0, zeta=(1.0 if t.startswith("inpaint") else 0.3)) for t in _TASKS},
+    "dps": {t: dict(weight=1.0) for t in TASKS},
+    "diffpir": {t: dict(lambda_=7.0, zeta=(1.0 if t.startswith("inpaint") else 0.3)) for t in TASKS},
 }
 #: per-task values tuned for tiny64-diffusion on Tiny ImageNet *train* images by
 #: ``python -m varlib.tune_baselines --methods diffpir dps --name diffusion --write-defaults``

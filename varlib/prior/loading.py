@@ -7,7 +7,6 @@ Our format (a directory): ``config.json``, ``tokenizer.safetensors``, ``transfor
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -16,6 +15,7 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
+from ..io import sha256_file
 from .configs import (HUB_REPO_ID, KNOWN_PRIORS, OFFICIAL_DEPTHS, OFFICIAL_TOKENIZER_FILE, PriorConfig,
                       named_config)
 from .model import Prior
@@ -33,14 +33,6 @@ def build_prior(name_or_config: Union[str, PriorConfig], device: Union[str, torc
     return Prior(cfg, device=device)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_checksums(path: Path, rebuild: str) -> None:
     """Check every file listed in ``path/SHA256SUMS``; errors name the file and say how to rebuild it."""
     sums_file = path / "SHA256SUMS"
@@ -51,7 +43,7 @@ def verify_checksums(path: Path, rebuild: str) -> None:
         fpath = path / fname.strip().lstrip("*")
         if not fpath.is_file():
             raise FileNotFoundError(f"weight file {fpath}, listed in {sums_file}, is missing; {rebuild}")
-        if _sha256(fpath) != digest:
+        if sha256_file(fpath) != digest:
             raise ValueError(f"weight file {fpath} is corrupted (sha256 does not match SHA256SUMS); {rebuild}")
 
 
@@ -155,7 +147,7 @@ def _load_official_dir(path: Path, config: Optional[PriorConfig], device, depth:
 def _load_our_dir(path: Path, device, verify: bool = True) -> Prior:
     from safetensors.torch import load_file
 
-    rebuild = "rebuild it with `make prior` (python -m varlib.train all) or restore it with `git checkout -- " + str(path) + "`"
+    rebuild = "rebuild it with `make prior` (python -m varlib.training all) or restore it with `git checkout -- " + str(path) + "`"
     for f in OUR_FILES:
         if not (path / f).exists():
             raise FileNotFoundError(f"prior file {path / f} is missing; {rebuild}")
@@ -197,7 +189,7 @@ def load_prior(name_or_path: Union[str, os.PathLike] = "tiny64", device: Union[s
         path = PACKAGE_WEIGHTS / key
         if not path.exists():
             raise FileNotFoundError(f"the embedded prior {key!r} is not in {path}; build it with `make prior` "
-                                    "(python -m varlib.train all)")
+                                    "(python -m varlib.training all)")
     if not path.exists():
         raise FileNotFoundError(f"no prior named or at {key!r}: known names are {', '.join(KNOWN_PRIORS)}, "
                                 "or give a directory holding checkpoint files")
@@ -231,7 +223,7 @@ def save_prior(prior: Prior, path: Union[str, os.PathLike], half: bool = False) 
     tmp["config.json"] = path / "config.json.tmp"
     for fname, p in tmp.items():
         os.replace(p, path / fname)
-    (path / "SHA256SUMS").write_text("".join(f"{_sha256(path / f)}  {f}\n" for f in OUR_FILES))
+    (path / "SHA256SUMS").write_text("".join(f"{sha256_file(path / f)}  {f}\n" for f in OUR_FILES))
     return path
 
 

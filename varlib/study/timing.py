@@ -1,11 +1,12 @@
-"""Cost of sampling one image from a prior (with and without the KV cache), and of one solve.
+"""Cost per image of sampling from a VAR prior (with and without the KV cache), of one VAR solve, and of
+the DPS / DiffPIR baselines.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python -m varlib.prior.timing                    # var-d16 and tiny64 on the CPU
-    OMP_NUM_THREADS=1 python -m varlib.prior.timing --models tiny64    # only the small one
-    python -m varlib.prior.timing --device cuda --repeats 3 --solve sr4,gaussian_blur   # on a GPU, plus solver runs
-    python -m varlib.prior.timing --device cuda --models var-d16 --solve sr4 --diffusion sr4   # beside DPS/DiffPIR
+    OMP_NUM_THREADS=1 python -m varlib.study.timing                    # var-d16 and tiny64 on the CPU
+    OMP_NUM_THREADS=1 python -m varlib.study.timing --models tiny64    # only the small one
+    python -m varlib.study.timing --device cuda --repeats 3 --solve sr4,gaussian_blur   # on a GPU, plus solver runs
+    python -m varlib.study.timing --device cuda --models var-d16 --solve sr4 --diffusion sr4   # beside DPS/DiffPIR
 
 Weights are random (``build_prior``): the cost of sampling does not depend on their values, so no
 checkpoint is needed. Each row samples a single image (batch 1) under ``torch.no_grad()`` with
@@ -23,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from .loading import build_prior
+from ..prior import build_prior
 
 DEFAULT_MODELS = ("var-d16", "tiny64")
 
@@ -57,6 +58,10 @@ def _timed(run, dev: torch.device, repeats: int, warmup: bool) -> tuple:
 
 def time_model(name: str, cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96, repeats: int = 1,
                warmup: bool = True, seed: int = 0, device: str = "cpu", solve_tasks: Sequence[str] = ()) -> List[Dict]:
+    """Rows for prior ``name`` built with random weights: one sample (batch 1) with and without the KV
+    cache, then one :func:`varlib.solve` (default settings) per task of ``solve_tasks``. Each row has
+    ``cpu_s`` (process CPU seconds, all threads), ``wall_s``, ``peak_gpu_gb`` (NaN on the CPU) and
+    ``build_s`` (building the model)."""
     dev = torch.device(device)
     c0, w0 = _clock(dev)
     torch.manual_seed(seed)
@@ -94,6 +99,7 @@ def time_diffusion(image_size: int, tasks: Sequence[str], methods: Sequence[str]
     to override the standard counts (for tests). One short untimed DiffPIR call warms up first; with
     repeats > 1, each method's first call is left untimed too."""
     import deepinv as dinv
+
     from .. import baselines
     from ..operators import make_operator
 
@@ -130,6 +136,7 @@ def time_diffusion(image_size: int, tasks: Sequence[str], methods: Sequence[str]
 
 
 def format_table(rows: List[Dict]) -> str:
+    """The rows as a fixed-width text table."""
     head = (f"{'model':<10} {'image':>6} {'params(M)':>10} {'device':>6} {'run':<22} {'kv cache':>9} {'cpu s':>9} "
             f"{'wall s':>9} {'peak GB':>8} {'build s':>8}")
     lines = [head, "-" * len(head)]
@@ -139,8 +146,9 @@ def format_table(rows: List[Dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Optional[List[str]] = None) -> None:
+    """``python -m varlib.study.timing [--models ...] [--solve TASKS] [--diffusion TASKS]`` (``varlib timing``)."""
+    ap = argparse.ArgumentParser(prog="python -m varlib.study.timing", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS),
                     help="comma-separated prior names (default: %(default)s)")
     ap.add_argument("--cfg", type=float, default=1.5)

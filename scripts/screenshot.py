@@ -1,6 +1,6 @@
 """Render HTML reports to PNG with headless Chromium (a quick look at the reports without a browser).
 
-    python -m varlib.screenshot results/smoke/html --out results/smoke/screenshots [--height 3000]
+    python scripts/screenshot.py results/smoke/html --out results/smoke/screenshots [--height 3000]
     make screenshots PARAMS=params/smoke.yaml
 
 Every ``*.html`` in the folder (or the single file given) becomes ``<out>/<name>.png``, a

@@ -20,6 +20,11 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 import pandas as pd
 
+from ..operators import TASK_TITLES
+from .figures import save_figure, themed_pyplot
+from .paths import study_paths
+from .tables import fmt_mean_std, plural, save_table, task_order
+
 DECILES = 10
 
 
@@ -69,13 +74,11 @@ def case_correlations(df: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
 def uncertainty_table(df: pd.DataFrame, params: Mapping[str, Any]) -> Optional[pd.DataFrame]:
     """Correlation of the standard deviation with the error of the mean, per method and task (mean ±
     std over images), written as ``tables/uncertainty``; None when no method produced std maps."""
-    from . import study
-
-    paths = study.study_paths(params)
+    paths = study_paths(params)
     cases = case_correlations(df, paths.root)
     if cases.empty:
         return None
-    tasks = study.task_order(cases, params)
+    tasks = task_order(cases, params)
     g = cases.groupby(["method", "task"], sort=False)
     numbers = g[["pearson", "spearman", "mean_std", "err_d1", f"err_d{DECILES}"]].agg(["mean", "std"])
     numbers.columns = [f"{a} {b}" for a, b in numbers.columns]
@@ -85,17 +88,17 @@ def uncertainty_table(df: pd.DataFrame, params: Mapping[str, Any]) -> Optional[p
     numbers = numbers.sort_values(["method", "task"]).reset_index(drop=True)
     display = pd.DataFrame({
         "method": numbers["method"],
-        "task": [study.TASK_TITLES.get(t, t) for t in numbers["task"]],
-        "Pearson r": [study._fmt(a, b, 2) for a, b in zip(numbers["pearson mean"], numbers["pearson std"])],
-        "Spearman rho": [study._fmt(a, b, 2) for a, b in zip(numbers["spearman mean"], numbers["spearman std"])],
+        "task": [TASK_TITLES.get(t, t) for t in numbers["task"]],
+        "Pearson r": [fmt_mean_std(a, b, 2) for a, b in zip(numbers["pearson mean"], numbers["pearson std"])],
+        "Spearman rho": [fmt_mean_std(a, b, 2) for a, b in zip(numbers["spearman mean"], numbers["spearman std"])],
         "mean std": [f"{v:.3f}" for v in numbers["mean_std mean"]],
         "|error|, least uncertain 10 %": [f"{v:.3f}" for v in numbers["err_d1 mean"]],
         f"|error|, most uncertain 10 %": [f"{v:.3f}" for v in numbers[f"err_d{DECILES} mean"]],
     })
     cap = ("Per-pixel correlation between the samples' standard deviation and the absolute error of their mean "
-           f"(mean ± std over {study._n(cases['image'].nunique(), 'image')}), and the mean absolute error "
+           f"(mean ± std over {plural(cases['image'].nunique(), 'image')}), and the mean absolute error "
            "(on the [0, 1] scale) in the least and the most uncertain tenth of the pixels.")
-    study.save_table(numbers, "uncertainty", params, display=display, caption=cap)
+    save_table(numbers, "uncertainty", params, display=display, caption=cap)
     return display
 
 
@@ -103,14 +106,12 @@ def uncertainty_figure(df: pd.DataFrame, params: Mapping[str, Any], image: Optio
                        task: Optional[str] = None, name: str = "uncertainty"):
     """Left: mean |error| per decile of the standard deviation, one line per task (calibration).
     Right: for one case, the ground truth, the mean, |error| and the standard deviation maps."""
-    from . import study
-
-    plt, sns = study._plt()
-    paths = study.study_paths(params)
+    plt, sns = themed_pyplot()
+    paths = study_paths(params)
     cases = case_correlations(df, paths.root)
     if cases.empty:
         return None
-    tasks = study.task_order(cases, params)
+    tasks = task_order(cases, params)
     method = cases["method"].iloc[0]
     cases = cases[cases["method"] == method]
     fig = plt.figure(figsize=(14, 3.8))
@@ -121,7 +122,7 @@ def uncertainty_figure(df: pd.DataFrame, params: Mapping[str, Any], image: Optio
     for t in tasks:
         d = cases[cases["task"] == t][[f"err_d{k}" for k in x]].mean()
         r = cases.loc[cases["task"] == t, "spearman"].mean()
-        ax.plot(x, d.to_numpy(), marker="o", color=colors[t], label=f"{study.TASK_TITLES.get(t, t)} (rho {r:.2f})")
+        ax.plot(x, d.to_numpy(), marker="o", color=colors[t], label=f"{TASK_TITLES.get(t, t)} (rho {r:.2f})")
     ax.set_xticks(x)
     ax.set_xlabel("decile of the per-pixel std (1 = least uncertain)")
     ax.set_ylabel("mean |error| of the mean ([0, 1] scale)")
@@ -147,7 +148,7 @@ def uncertainty_figure(df: pd.DataFrame, params: Mapping[str, Any], image: Optio
         a.axis("off")
         if vm:
             fig.colorbar(im, ax=a, fraction=0.046, pad=0.03).set_label("[0, 1] scale, RGB mean", fontsize=8)
-    fig.suptitle(f"Uncertainty of {method} ({study._n(cases['image'].nunique(), 'image')} per task); example: "
-                 f"{r['image']}, {study.TASK_TITLES.get(r['task'], r['task'])}", fontsize=11)
-    study.save_figure(fig, name, params)
+    fig.suptitle(f"Uncertainty of {method} ({plural(cases['image'].nunique(), 'image')} per task); example: "
+                 f"{r['image']}, {TASK_TITLES.get(r['task'], r['task'])}", fontsize=11)
+    save_figure(fig, name, params)
     return fig

@@ -1,18 +1,18 @@
-"""Training the embedded diffusion prior on Tiny ImageNet (64 px, CPU).
+"""Stage ``diffusion``: the embedded diffusion prior (tiny64-diffusion) on Tiny ImageNet, 64 px, CPU.
 
-    python -m varlib.train diffusion --out runs/diffusion64 --steps 1500            # train (resumable)
-    python -m varlib.train diffusion --out runs/diffusion64 --steps 1500 --export   # ... then ship it
-    python -m varlib.train diffusion --benchmark 3 --threads 1                      # time 3 steps only
+    python -m varlib.training diffusion --out runs/diffusion64 --steps 2600            # train (resumable)
+    python -m varlib.training diffusion --out runs/diffusion64 --steps 2600 --export   # ... then ship it
+    python -m varlib.training diffusion --benchmark 3 --threads 1                      # time 3 steps only
 
-Conventions of ``varlib.train``: seeded; the batch order comes from ``varlib.train.batch_indices``
-and the flips, timesteps and noise of step ``k`` from a generator seeded by ``(seed, k)``, so a
-resumed run sees exactly the batches of an uninterrupted one; ``ckpt.pt`` (weights, EMA weights,
-optimiser state, step, wall time) is written atomically every ``--ckpt-every`` steps and at the
-end; a progress bar; a CSV log ``log.csv``; bf16 autocast on the CPU. The learning rate warms up
-linearly for ``--warmup`` steps and then stays constant (as in DDPM), so that it never depends on
-the total number of steps and a run can be extended by re-running with a larger ``--steps``.
-``--export`` writes the EMA weights in fp16 safetensors (<= 25 MB) with config, model card and
-SHA256SUMS to ``varlib/weights/tiny64-diffusion`` (or ``--dest``).
+The conventions of the VAR stages: seeded; the batch order comes from
+:func:`varlib.training.common.batch_indices` and the flips, timesteps and noise of step ``k`` from a
+generator seeded by ``(seed, k)``, so a resumed run sees exactly the batches of an uninterrupted one;
+``ckpt.pt`` (weights, EMA weights, optimiser state, step, wall time) is written atomically every
+``--ckpt-every`` steps and at the end; a progress bar; a CSV log ``log.csv``; bf16 autocast on the CPU.
+The learning rate warms up linearly for ``--warmup`` steps and then stays constant (as in DDPM), so
+that it never depends on the total number of steps and a run can be extended by re-running with a
+larger ``--steps``. ``--export`` writes the EMA weights in fp16 safetensors (<= 25 MB) with config,
+model card and SHA256SUMS to ``varlib/weights/tiny64-diffusion`` (or ``--dest``).
 """
 from __future__ import annotations
 
@@ -29,17 +29,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..train import CsvLog, batch_indices, load_train_images
-from .model import DiffusionConfig, DiffusionPrior, PACKAGE_WEIGHTS, named_diffusion_config, save_diffusion_prior
+from ..diffusion.model import (DiffusionConfig, DiffusionPrior, PACKAGE_WEIGHTS, named_diffusion_config,
+                               save_diffusion_prior)
+from ..io import atomic_torch_save
+from .common import CsvLog, batch_indices, flipped, load_train_images, step_generator
 
 CKPT = "ckpt.pt"
 LOG_FIELDS = ["step", "elapsed_s", "lr", "loss", "images_per_s"]
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def lr_warmup_constant(step: int, base: float, warmup: int) -> float:
@@ -51,10 +47,8 @@ def make_batch(images: torch.Tensor, step: int, batch: int, seed: int, num_steps
     """(x0 in [-1, 1] with random horizontal flips, integer timesteps, noise) of ``step``; depends only
     on (images, step, batch, seed)."""
     idx = batch_indices(len(images), step, batch, seed)
-    g = torch.Generator().manual_seed(seed * 7919 + step)
-    x = images[idx].float().div(255)
-    flip = torch.rand(len(idx), generator=g) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x) * 2 - 1
+    g = step_generator(seed, step)
+    x = flipped(images, idx, g)
     t = torch.randint(0, num_steps, (len(idx),), generator=g)
     noise = torch.randn(x.shape, generator=g)
     return x, t, noise
@@ -87,34 +81,22 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
-def train(out: Path, cfg: DiffusionConfig, steps: int, batch: int = 32, lr: float = 2e-4, seed: int = 0,
-          images: Optional[torch.Tensor] = None, shards: Optional[List[int]] = None, limit: Optional[int] = None,
-          ckpt_every: int = 200, warmup: int = 200, ema_decay: float = 0.999, bf16: bool = True,
-          log_every: int = 10, progress: bool = True) -> Path:
-    """Train (or resume) to ``steps`` steps in ``out``; returns the checkpoint path.
+def _resume(ckpt_path: Path, cfg: DiffusionConfig, prior: DiffusionPrior, ema, opt) -> tuple:
+    """(step, elapsed seconds) of ``ckpt_path``, loading weights, EMA weights and optimiser state; (0, 0) if none."""
+    if not ckpt_path.exists():
+        return 0, 0.0
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if ck["config"] != cfg.to_dict():
+        raise ValueError(f"{ckpt_path} was written for another configuration ({ck['config']['name']}); "
+                         "use another --out or the same --config")
+    prior.net.load_state_dict(ck["model"])
+    ema.load_state_dict(ck["ema"])
+    opt.load_state_dict(ck["opt"])
+    return ck["step"], ck.get("elapsed", 0.0)
 
-    ``images``: uint8 (N, 3, H, W) training images; by default the Tiny ImageNet training split
-    (``shards``/``limit`` as in ``varlib.train.load_train_images``).
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / CKPT
-    torch.manual_seed(seed)
-    prior = DiffusionPrior(cfg).train()
-    ema = copy.deepcopy(prior.net).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(prior.net.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
-    step, elapsed0 = 0, 0.0
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck["config"] != cfg.to_dict():
-            raise ValueError(f"{ckpt_path} was written for another configuration ({ck['config']['name']}); "
-                             "use another --out or the same --config")
-        prior.net.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed0 = ck["step"], ck.get("elapsed", 0.0)
-    if step >= steps:
-        return ckpt_path
+
+def _training_images(images, shards, limit, batch: int) -> tuple:
+    """(uint8 training images, how the model card names them)."""
     if images is None:
         images, _ = load_train_images(shards, limit)
         data_desc = (f"tinyimagenet-train shards {','.join(str(v) for v in (shards or [0, 1, 2]))}"
@@ -123,6 +105,31 @@ def train(out: Path, cfg: DiffusionConfig, steps: int, batch: int = 32, lr: floa
         data_desc = f"{len(images)} images given in memory"
     if len(images) < batch:
         raise ValueError(f"{len(images)} training images for a batch of {batch}")
+    return images, data_desc
+
+
+def train(out: Path, cfg: DiffusionConfig, steps: int, batch: int = 32, lr: float = 2e-4, seed: int = 0,
+          images: Optional[torch.Tensor] = None, shards: Optional[List[int]] = None, limit: Optional[int] = None,
+          ckpt_every: int = 200, warmup: int = 200, ema_decay: float = 0.999, bf16: bool = True,
+          log_every: int = 10, progress: bool = True) -> Path:
+    """Train (or resume) to ``steps`` steps in ``out``; returns the checkpoint path.
+
+    ``images``: uint8 (N, 3, H, W) training images; by default the Tiny ImageNet training split
+    (``shards``/``limit`` as in :func:`varlib.training.common.load_train_images`).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CKPT
+    torch.manual_seed(seed)
+    prior = DiffusionPrior(cfg).train()
+    ema = copy.deepcopy(prior.net).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(prior.net.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
+    step, elapsed0 = _resume(ckpt_path, cfg, prior, ema, opt)
+    if step >= steps:
+        return ckpt_path
+    images, data_desc = _training_images(images, shards, limit, batch)
+    hparams = dict(batch=batch, lr=lr, seed=seed, warmup=warmup, ema_decay=ema_decay, bf16=bf16, data=data_desc,
+                   shards=shards, limit=limit)
     log = CsvLog(out / "log.csv", LOG_FIELDS, step)
     t0 = time.time()
     bar = tqdm(total=steps, initial=step, desc="diffusion", unit="step", disable=not progress)
@@ -140,10 +147,9 @@ def train(out: Path, cfg: DiffusionConfig, steps: int, batch: int = 32, lr: floa
             bar.set_postfix(loss=f"{loss:.4f}")
         bar.update(1)
         if step % ckpt_every == 0 or step == steps:
-            _atomic_save({"model": prior.net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                          "step": step, "elapsed": elapsed0 + time.time() - t0, "config": cfg.to_dict(),
-                          "hparams": dict(batch=batch, lr=lr, seed=seed, warmup=warmup, ema_decay=ema_decay,
-                                          bf16=bf16, data=data_desc, shards=shards, limit=limit)}, ckpt_path)
+            atomic_torch_save({"model": prior.net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                               "step": step, "elapsed": elapsed0 + time.time() - t0, "config": cfg.to_dict(),
+                               "hparams": hparams}, ckpt_path)
     bar.close()
     return ckpt_path
 
@@ -160,7 +166,7 @@ def export(out: Path, dest: Path) -> Path:
     """Ship the EMA weights of ``out/ckpt.pt``: fp16 safetensors, config, model card, SHA256SUMS."""
     prior = load_from_ckpt(out)
     hp = prior.metadata.get("hparams", {})
-    cmd = f"python -m varlib.train diffusion --out {out} --config {prior.config.name} --steps {prior.metadata['step']}"
+    cmd = f"python -m varlib.training diffusion --out {out} --config {prior.config.name} --steps {prior.metadata['step']}"
     if hp.get("shards"):
         cmd += " --shards " + ",".join(str(v) for v in hp["shards"])
     if hp.get("limit"):
@@ -197,8 +203,8 @@ def benchmark(cfg: DiffusionConfig, steps: int = 3, batch: int = 32, bf16: bool 
             "cpu_s_per_step": round(sum(later_cpu) / len(later_cpu), 2)}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m varlib.train diffusion", description=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m varlib.training diffusion", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/diffusion64", help="run directory (ckpt.pt, log.csv)")
     ap.add_argument("--config", default="tiny64-diffusion")
@@ -217,6 +223,12 @@ def main(argv=None) -> None:
     ap.add_argument("--dest", default=None, help="export directory (default varlib/weights/<config>)")
     ap.add_argument("--benchmark", type=int, default=None, metavar="K",
                     help="only time K training steps on random images and print JSON")
+    return ap
+
+
+def main(argv=None) -> None:
+    """``python -m varlib.training diffusion ...`` (``argv``: the options after ``diffusion``)."""
+    ap = build_parser()
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -234,7 +246,3 @@ def main(argv=None) -> None:
     if a.export:
         dest = Path(a.dest) if a.dest else PACKAGE_WEIGHTS / cfg.name
         print("exported to", export(out, dest))
-
-
-if __name__ == "__main__":
-    main()
