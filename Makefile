@@ -15,7 +15,7 @@ ifeq ($(origin VARLIB_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: all test venv prior prior-gpu prior-gpu-carry prior-gpu-export prior-report-gpu prior-levers prior-ablation diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
+.PHONY: results-doc all test venv prior prior-gpu prior-gpu-carry prior-gpu-export prior-report-gpu prior-levers prior-ablation diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
 .DEFAULT_GOAL := help
 
 help:
@@ -33,6 +33,7 @@ help:
 	@echo "make diffusion-prior  retrain the embedded diffusion prior (2-core CPU, ~1 h; DIFFUSION_STEPS=...)"
 	@echo "make diffusion-report its samples and held-out denoising figures (results/prior/diffusion_*)"
 	@echo "make figures          operators figure + both priors' figures (results/figures, results/prior)"
+	@echo "make results-doc      docs/results.md and the README results block from results/*/tables"
 	@echo "make lab              JupyterLab on the project"
 	@echo "make clean-results    delete results/$(RUN)"
 
@@ -155,6 +156,10 @@ prior-report: $(VENV)/.stamp
 	$(PY) -m varlib.prior_report --out results/prior --ceiling
 
 figures: operators-figure prior-report diffusion-report
+
+# docs/results.md and the README's results block, from the committed results/*/tables
+results-doc: $(VENV)/.stamp
+	$(PY) -m varlib.study.results_doc
 
 # the benchmark alone, without the notebooks
 bench: $(VENV)/.stamp

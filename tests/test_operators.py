@@ -312,12 +312,18 @@ def test_as_operator_wraps_deepinv_inpainting(photos64):
         op.init_estimate(y[..., :32])
 
 
+def _gaussian_filter():
+    """A 9x9 Gaussian of std 1 as a deepinv filter (1, 1, 9, 9)."""
+    from varlib.operators import gaussian_kernel
+    return torch.from_numpy(gaussian_kernel(9, 1.0)).float()[None, None]
+
+
 @pytest.mark.parametrize("kind", ["blurfft", "downsampling"])
 def test_as_operator_init_estimate_beats_adjoint_and_dagger(kind, photos64):
     x = photos64.float()
     noise = dinv.physics.GaussianNoise(0.025, rng=torch.Generator().manual_seed(0))
     if kind == "blurfft":
-        physics = dinv.physics.BlurFFT(img_size=(3, 64, 64), filter=dinv.physics.blur.gaussian_blur(sigma=1.0),
+        physics = dinv.physics.BlurFFT(img_size=(3, 64, 64), filter=_gaussian_filter(),
                                        noise_model=noise)
     else:
         physics = dinv.physics.Downsampling(img_size=(3, 64, 64), filter="bicubic", factor=4, noise_model=noise)
@@ -335,12 +341,12 @@ def test_as_operator_errors():
         as_operator(object())
     with pytest.raises(TypeError, match="non-linear"):
         as_operator(dinv.physics.Physics(A=lambda v: v ** 2))
-    blur = dinv.physics.Blur(filter=dinv.physics.blur.gaussian_blur(sigma=1.0), padding="reflect")
+    blur = dinv.physics.Blur(filter=_gaussian_filter(), padding="reflect")
     with pytest.raises(ValueError, match="img_size"):
         as_operator(blur)
     assert as_operator(blur, y=torch.rand(1, 3, 32, 32)).img_size == (3, 32, 32)
     assert as_operator(blur, img_size=(3, 32, 32)).noise_sigma == 0.0  # ZeroNoise
-    poisson = dinv.physics.BlurFFT(img_size=(3, 32, 32), filter=dinv.physics.blur.gaussian_blur(sigma=1.0),
+    poisson = dinv.physics.BlurFFT(img_size=(3, 32, 32), filter=_gaussian_filter(),
                                    noise_model=dinv.physics.PoissonNoise(gain=0.1))
     with pytest.raises(ValueError, match="noise_sigma"):
         as_operator(poisson)
@@ -348,3 +354,17 @@ def test_as_operator_errors():
     with pytest.raises(ValueError, match="unknown task"):
         as_operator(blur, img_size=(3, 32, 32), task="deblur")
     assert isinstance(make_operator("sr4", 64), Operator)
+
+
+def test_import_varlib_reaches_submodules_lazily():
+    """``import varlib`` alone is enough to reach the submodules, and does not import torch."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, varlib; assert 'torch' not in sys.modules, 'import varlib imported torch'; "
+            "x = varlib.data.load_images('embedded', 64, limit=1); assert tuple(x.shape) == (1, 3, 64, 64); "
+            "assert varlib.operators.TASKS == varlib.TASKS and callable(varlib.linalg.cg_solve); "
+            "assert callable(varlib.metrics.psnr) and callable(varlib.as_operator)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
