@@ -120,7 +120,7 @@ def write_train_subset(dest: Path, shards: Optional[List[int]] = None, every: in
                        limit: Optional[int] = None) -> Path:
     """Copy a selection of the training split (as :func:`read_tinyimagenet` makes it) into
     ``dest/tinyimagenet/train-000.tar``, the JPEG bytes unchanged, with the class lists and a
-    ``subset.json`` note. For a device call, which carries at most 64 MiB: 10,000 images are 27 MB,
+    ``subset.json`` note. For a transfer of at most 64 MiB to a GPU machine: 10,000 images are 27 MB,
     a whole shard 55 MB. Read it back with ``VARLIB_DATA_DIR=dest`` and ``shards=[0]``: the same images,
     in name order across the selected shards (``make prior-gpu`` trains from this tar on any machine, so
     the order is the same everywhere)."""

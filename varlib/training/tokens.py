@@ -55,7 +55,7 @@ def split_tokens(flat: torch.Tensor, patch_nums: Sequence[int]) -> List[torch.Te
 def pack_for_transfer(out: Path, dest: Path) -> Path:
     """Copy what the transformer stage needs, as small as it goes, to ``dest``: the tokenizer (and
     fine-tuned decoder) checkpoints without optimizer state, and the token maps compressed. For
-    training the transformer on another machine (a device call carries at most 64 MiB)."""
+    training the transformer on another machine (a transfer of at most 64 MiB)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("tokenizer_ckpt.pt", "decoder_ckpt.pt"):
         if (out / name).exists():
