@@ -142,9 +142,9 @@ def test_nan_or_inf_measurement_is_refused(astronaut, method):
 
 
 def test_baselines_accept_a_deepinv_physics(astronaut):
-    physics = dinv.physics.Inpainting(img_size=(3, SIZE, SIZE), mask=0.4,
-                                      rng=torch.Generator().manual_seed(0),
-                                      noise_model=dinv.physics.GaussianNoise(0.025, rng=torch.Generator().manual_seed(1)))
+    noise = dinv.physics.GaussianNoise(0.025, rng=torch.Generator().manual_seed(1))
+    physics = dinv.physics.Inpainting(img_size=(3, SIZE, SIZE), mask=0.4, rng=torch.Generator().manual_seed(0),
+                                      noise_model=noise)
     y = physics(astronaut)
     tv = bl.tv_reconstruction(y, physics, iters=100)
     init = bl.initial_estimate(y, physics)

@@ -14,8 +14,8 @@ def mask_physics(size: int, seed: int = 0, keep: float = 0.5) -> dinv.physics.In
     """deepinv's inpainting with a random pixel mask (half observed) and Gaussian noise of std 0.025."""
     g = torch.Generator().manual_seed(seed)
     mask = (torch.rand(1, 1, size, size, generator=g) > 1 - keep).float()
-    return dinv.physics.Inpainting(img_size=(3, size, size), mask=mask,
-                                   noise_model=dinv.physics.GaussianNoise(0.025, rng=torch.Generator().manual_seed(seed)))
+    noise = dinv.physics.GaussianNoise(0.025, rng=torch.Generator().manual_seed(seed))
+    return dinv.physics.Inpainting(img_size=(3, size, size), mask=mask, noise_model=noise)
 
 
 def MaskOperator(size: int, seed: int = 0):

@@ -742,7 +742,8 @@ class SuperResolutionOperator(Operator):
             raise ValueError(f"sr4 needs image_size divisible by {SR_FACTOR}, got {self.image_size}")
         self.factor = SR_FACTOR
         self.padding = "reflect"
-        self.register_buffer("filter", dF.bicubic_filter(self.factor).to(torch.float64)[0, 0].to(self.device))  # (16, 16)
+        bicubic = dF.bicubic_filter(self.factor).to(torch.float64)[0, 0]                     # (16, 16), sums to 1
+        self.register_buffer("filter", bicubic.to(self.device))
         self.kernel = self.filter
         self.pad = (self.filter.shape[-1] - self.factor) // 2                                   # 6
 
