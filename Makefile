@@ -15,7 +15,7 @@ ifeq ($(origin VARLIB_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: results-doc all test venv prior prior-gpu prior-gpu-carry prior-gpu-export prior-report-gpu prior-levers prior-ablation diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
+.PHONY: results-doc all test venv prior prior-faces diffusion-prior-faces prior-gpu prior-gpu-carry prior-gpu-export prior-report-gpu prior-levers prior-ablation diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
 .DEFAULT_GOAL := help
 
 help:
@@ -26,6 +26,8 @@ help:
 	@echo "                      one study notebook (PARAMS=...); make report: HTML in results/<run>/html"
 	@echo "make screenshots      PNG screenshots of the HTML reports (headless chromium)"
 	@echo "make prior            retrain the embedded tiny64 prior from scratch (2-core CPU, ~2.4 h)"
+	@echo "make prior-faces     the face prior faces64 from tiny64 on CelebA train faces (1 CPU thread, ~1.5 h)"
+	@echo "make diffusion-prior-faces  faces64-diffusion from tiny64-diffusion on them (1 CPU thread, ~1.1 h)"
 	@echo "make prior-gpu        tiny64-gpu: tiny64's encoder + a decoder and a transformer trained on a CUDA device (~10 min)"
 	@echo "make prior-gpu-carry  what one device call carries for it (63 MB; scripts/prior_gpu_device.sh runs there)"
 	@echo "make prior-levers     tokenizer capacity levers: tiny64's tokenizer continued 4 ways, scored (2-core CPU, ~1.2 h)"
@@ -58,6 +60,17 @@ test: $(VENV)/.stamp
 # -- the embedded prior -----------------------------------------------------------------------------
 prior: $(VENV)/.stamp
 	$(PY) -m varlib.training all --out runs/tiny64
+
+# the face priors (need $(VARLIB_DATA_DIR)/celeba10k.tar): faces64 continues tiny64's tokenizer and transformer on
+# the CelebA training faces (RECIPES["faces64"]); faces64-diffusion continues tiny64-diffusion on them. Each
+# is one thread, so the two run side by side on a 2-core CPU: `make -j2 prior-faces diffusion-prior-faces`.
+prior-faces: $(VENV)/.stamp
+	$(PY) -m varlib.training all --config faces64 --out runs/faces64 --threads 1
+
+FACES_DIFFUSION_STEPS ?= 1000
+diffusion-prior-faces: $(VENV)/.stamp
+	$(PY) -m varlib.training diffusion --config faces64-diffusion --out runs/faces64-diffusion \
+	  --steps $(FACES_DIFFUSION_STEPS) --warmup 100 --init-weights tiny64-diffusion --threads 1 --export
 
 # the GPU recipe: tiny64's tokenizer side (runs/tiny64, from `make prior`) with a transformer trained on its
 # token maps and tiny64's shipped decoder continued on the frozen token maps of 10,000 training images

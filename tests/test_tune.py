@@ -29,14 +29,15 @@ def test_tuning_writes_best_values_and_keeps_other_task_settings(tmp_path, monke
     monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
     monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
     monkeypatch.setattr(tune, "load_prior", lambda name: prior)
-    monkeypatch.setattr(tune, "tuning_images", lambda n: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    monkeypatch.setattr(tune, "tuning_images",
+                        lambda n, image_set=None: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
     tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "sr4", "--out", str(tmp_path / "out")])
     chosen = json.loads(settings_file.read_text())["tiny-test"]["sr4"]
     assert chosen["dc_latent_steps"] == 2  # not searched: kept
     assert chosen["dc_pixel_rho"] in (0.5, *tune.SEARCH["dc_pixel_rho"])  # the current value competes
     assert chosen["injection_depth"] in range(0, 3)  # at least one scale is left to the transformer
     import pandas as pd
-    log = pd.read_csv(tmp_path / "out" / "var_tuning.csv")
+    log = pd.read_csv(tmp_path / "out" / "var_tuning_tiny-test.csv")
     depth_rows = log[log.swept == "injection_depth"]
     assert sorted(depth_rows.value.astype(int)) == [0, 1, 2]  # 0..3 and "all-1" (= 2) below the 3 scales
     best_row = depth_rows.loc[depth_rows.psnr.idxmax()]
@@ -55,14 +56,15 @@ def test_a_partial_search_sweeps_only_the_named_keys(tmp_path, monkeypatch):
     monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
     monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
     monkeypatch.setattr(tune, "load_prior", lambda name: prior)
-    monkeypatch.setattr(tune, "tuning_images", lambda n: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    monkeypatch.setattr(tune, "tuning_images",
+                        lambda n, image_set=None: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
     tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "gaussian_blur", "--out", str(tmp_path / "out"),
                "--keys", "dc_pixel_prior_weight"])
     table = json.loads(settings_file.read_text())
     chosen = table["tiny-test"]["gaussian_blur"]
     assert chosen["injection_depth"] == 1  # not swept
     import pandas as pd
-    log = pd.read_csv(tmp_path / "out" / "var_tuning.csv")
+    log = pd.read_csv(tmp_path / "out" / "var_tuning_tiny-test.csv")
     assert set(log.swept) == {"dc_pixel_prior_weight"}
     assert sorted(log.value) == [0.25, 0.5, 0.75, 1.0]  # the current value (1.0) is among them
     assert chosen["dc_pixel_prior_weight"] == log.loc[log.psnr.idxmax(), "value"]

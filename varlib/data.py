@@ -102,6 +102,46 @@ def read_tinyimagenet(split: str, shards: Optional[List[int]] = None, limit: Opt
     return np.stack(images), np.asarray(labels, dtype=np.int64), names
 
 
+#: CelebA aligned faces (``celeba10k.tar``): files 000001-009000 train, 009001-010000 held out.
+CELEBA_TAR = "celeba10k.tar"
+CELEBA_TRAIN_LAST = 9000
+#: The square face crop (rows, columns) of an 89x109 aligned CelebA image, before resizing: 74x74 around
+#: the face, the usual 64 px CelebA protocol.
+CELEBA_CROP = (slice(20, 94), slice(7, 81))
+
+
+def read_celeba(split: str, limit: Optional[int] = None, image_size: int = 64,
+                every: int = 1) -> Tuple[np.ndarray, List[str]]:
+    """Read the CelebA faces of ``data_dir()/celeba10k.tar``: the 74x74 crop :data:`CELEBA_CROP` of each
+    aligned face, resized to ``image_size`` with PIL bicubic (anti-aliased).
+
+    ``split``: ``"train"`` (files 000001-009000) or ``"val"`` (009001-010000, held out: never trained or
+    tuned on), in file-number order; ``every``: only every ``every``-th file; ``limit``: the first ``limit``.
+    Returns (uint8 images (N, image_size, image_size, 3), file names)."""
+    _check_every(every)
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown CelebA split {split!r}; use 'train' or 'val'")
+    path = data_dir() / CELEBA_TAR
+    if not path.exists():
+        raise FileNotFoundError(
+            f"CelebA faces not found: expected {path} (the first 10,000 aligned CelebA images, 000001.jpg .. "
+            "010000.jpg, as one tar; see the README, section Data) and VARLIB_DATA_DIR set to its folder.")
+    images, names = [], []
+    with tarfile.open(path) as tf:
+        members = sorted((m for m in tf.getmembers() if m.isfile() and m.name.lower().endswith(".jpg")),
+                         key=lambda m: int(Path(m.name).stem))
+        members = [m for m in members if (int(Path(m.name).stem) <= CELEBA_TRAIN_LAST) == (split == "train")]
+        for m in members[::every]:
+            if limit is not None and len(images) >= limit:
+                break
+            face = Image.fromarray(_decode(tf.extractfile(m).read())[CELEBA_CROP])
+            images.append(np.asarray(face.resize((image_size, image_size), resample=Image.BICUBIC), dtype=np.uint8))
+            names.append(Path(m.name).name)
+    if not images:
+        raise ValueError(f"no CelebA {split} images selected (limit={limit}, every={every})")
+    return np.stack(images), names
+
+
 #: Written beside a carried training subset (``write_train_subset``): the selection it holds.
 SUBSET_NOTE = "subset.json"
 
@@ -157,7 +197,8 @@ FOLDER_SETS = {
     "mcmaster": ("McMaster", "18 McMaster TIF/PNGs, e.g. cszn/FFDNet testsets/McMaster"),
 }
 
-IMAGE_SETS: Tuple[str, ...] = ("embedded", "tinyimagenet-train", "tinyimagenet-val", *FOLDER_SETS)
+IMAGE_SETS: Tuple[str, ...] = ("embedded", "tinyimagenet-train", "tinyimagenet-val", "celeba-train", "celeba-val",
+                                *FOLDER_SETS)
 
 #: Public copies of the folder sets (cszn/FFDNet at a fixed commit), fetched when missing and online.
 FFDNET_RAW = "https://raw.githubusercontent.com/cszn/FFDNet/e787f46df2f374ff3591186706229cb9a0591fea/testsets"
@@ -252,6 +293,8 @@ def load_images(name_or_folder: str, image_size: int, limit: Optional[int] = Non
       scikit-image (always available offline);
     * ``tinyimagenet-train`` / ``tinyimagenet-val``: Tiny ImageNet from ``data_dir()/tinyimagenet``
       (order of :func:`read_tinyimagenet`; labels are the wnids.txt indices);
+    * ``celeba-train`` / ``celeba-val``: aligned CelebA faces from ``data_dir()/celeba10k.tar``, the
+      74x74 face crop resized to ``image_size`` (:func:`read_celeba`; train 000001-009000, val 009001-010000);
     * ``kodak24``, ``cbsd68``, ``mcmaster``: the folders ``Kodak24``, ``CBSD68``, ``McMaster`` in
       ``data_dir()`` (``$VARLIB_DATA_DIR``). Nothing is downloaded: when a folder is missing a
       ``FileNotFoundError`` says what to put where;
@@ -259,7 +302,7 @@ def load_images(name_or_folder: str, image_size: int, limit: Optional[int] = Non
       or, with class sub-folders and no images at the top (ImageNet val layout), all images of the
       sorted sub-folders with label = sub-folder index.
 
-    Every image is resized so its short side is ``image_size`` (PIL bicubic, anti-aliased) and
+    Every other image is resized so its short side is ``image_size`` (PIL bicubic, anti-aliased) and
     centre-cropped (:func:`resize_center_crop`). ``limit`` keeps the first ``limit`` images.
     Returns the tensor, or a tuple ``(images, labels, names)`` trimmed to what was asked for
     (``labels``: int64 array, -1 where the set has no labels; ``names``: list of str).
@@ -276,6 +319,9 @@ def load_images(name_or_folder: str, image_size: int, limit: Optional[int] = Non
         raw, lab, names = read_tinyimagenet(key.split("-")[1], limit=limit)
         arrays = [a if a.shape[0] == image_size else resize_center_crop(Image.fromarray(a), image_size) for a in raw]
         labels = lab.tolist()
+    elif key in ("celeba-train", "celeba-val"):
+        raw, names = read_celeba(key.split("-")[1], limit=limit, image_size=image_size)
+        arrays, labels = list(raw), [-1] * len(raw)
     elif key in FOLDER_SETS:
         sub, origin = FOLDER_SETS[key]
         folder = data_dir() / sub

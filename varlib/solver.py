@@ -69,6 +69,8 @@ BASE_SETTINGS: Dict[str, Any] = dict(
     dc_pixel_iters=30,
     dc_pixel_prior_weight=1.0,    # anchor of the pixel step: this weight on the prior's image, the rest on the
                                   # operator's initial estimate (< 1 shrinks the prior's guess toward it)
+    dc_pixel_hole="blend",        # inpainting: "blend" uses that anchor everywhere; "prior" keeps the prior's
+                                  # image where nothing is observed, so the hole is not pulled to the smooth fill
     num_samples=1,
     select="mean",                # with num_samples > 1: "mean" (MMSE) or "best" (lowest residual)
     class_labels=None,            # (B,) class ids, or None / -1 for class-agnostic
@@ -91,13 +93,13 @@ NAMED_SETTINGS: Dict[str, Dict[str, Any]] = {
 }
 
 # Per-task defaults of the "default" settings, per prior, chosen by coordinate search on
-# tinyimagenet-train images (python -m varlib.tune; results/tuning/var_tuning.csv).
+# tinyimagenet-train images (python -m varlib.tune; results/tuning/var_tuning_<prior>.csv).
 TUNED_SETTINGS_FILE = Path(__file__).resolve().parent / "tuned_settings.json"
 
 
 # settings added after studies were cached: at these values they change nothing, so the benchmark leaves
 # them out of its cache keys and earlier rows stay valid
-NEUTRAL_SETTINGS: Dict[str, Any] = {"dc_pixel_prior_weight": 1.0}
+NEUTRAL_SETTINGS: Dict[str, Any] = {"dc_pixel_prior_weight": 1.0, "dc_pixel_hole": "blend"}
 
 
 # priors that share another's tokenizer and architecture use its tuned settings unless tuned themselves
@@ -283,6 +285,22 @@ def pixel_proximal(x0: torch.Tensor, y: torch.Tensor, operator, rho: float, iter
         return cg_solve(lambda v: op.A_adjoint(op.A(v)) + rho * v, b, x0, iters).clamp(0, 1)
 
 
+def pixel_anchor(x_prior: torch.Tensor, x_init: torch.Tensor, operator, s: Dict[str, Any]) -> torch.Tensor:
+    """The anchor of the pixel step: ``w x_prior + (1 - w) x_init`` (``dc_pixel_prior_weight`` w); with
+    ``dc_pixel_hole="prior"`` and an inpainting operator, ``x_prior`` alone where no pixel is observed
+    (there the pixel step is then the identity: the hole keeps what the prior painted). (B, 3, H, W)."""
+    w = float(s["dc_pixel_prior_weight"])
+    if w == 1.0:
+        return x_prior
+    anchor = w * x_prior + (1.0 - w) * x_init
+    observed = getattr(operator, "observed_mask", None)
+    if s["dc_pixel_hole"] == "prior" and observed is not None:
+        anchor = torch.where(observed.to(x_prior.device).bool().expand_as(x_prior), anchor, x_prior)
+    elif s["dc_pixel_hole"] not in ("blend", "prior"):
+        raise ValueError(f"dc_pixel_hole={s['dc_pixel_hole']!r}: use 'blend' or 'prior'")
+    return anchor
+
+
 def latent_data_consistency(prior: Prior, f_hat: torch.Tensor, y: torch.Tensor, operator, steps: int, lr: float,
                             weight: float) -> tuple:
     """Adam on the continuous latent ``f = f_hat + std(f_hat) * delta`` minimising, per image,
@@ -405,9 +423,8 @@ def _solve(y: torch.Tensor, operator: Operator, prior: Prior, settings: Union[st
         if rho is None:
             # trust the prior's output about as much as a measurement with the operator's noise
             rho = max(float(getattr(operator, "noise_sigma", 0.025)), 1e-3) ** 2 * 100
-        w = float(s["dc_pixel_prior_weight"])
-        anchor = x if w == 1.0 else w * x + (1.0 - w) * x_init.repeat(S, 1, 1, 1)
-        x = pixel_proximal(anchor, yS, operator, float(rho), int(s["dc_pixel_iters"]))
+        x = pixel_proximal(pixel_anchor(x, x_init.repeat(S, 1, 1, 1), operator, s), yS, operator, float(rho),
+                           int(s["dc_pixel_iters"]))
     samples = x.view(S, B, *x.shape[1:])
     res_per_sample = _residual(x, yS, operator).view(S, B)
     std = samples.std(0) if S > 1 else None

@@ -2,12 +2,14 @@
 
     python -m varlib.tune --prior tiny64 --images 8
     python -m varlib.tune --prior tiny64 --images 16 --keys dc_pixel_rho,dc_pixel_prior_weight
+    python -m varlib.tune --prior faces64 --images 8            # on celeba-train faces
 
-Coordinate search over the solver settings, one task at a time, on ``--images`` images of
-``tinyimagenet-train`` (shard 2, evenly spaced, never the reported validation or embedded images):
+Coordinate search over the solver settings, one task at a time, on ``--images`` images of the prior's
+training split (``tinyimagenet-train`` shard 2, or ``celeba-train`` for a face prior; evenly spaced, never
+the reported validation, held-out or embedded images):
 each setting in ``SEARCH`` (or only those named by ``--keys``) is swept in turn with the others
 fixed at the best values so far.
-Writes every evaluation to ``results/tuning/var_tuning.csv`` and the chosen values to
+Writes every evaluation to ``results/tuning/var_tuning_<prior>.csv`` and the chosen values to
 ``varlib/tuned_settings.json``, which :mod:`varlib.solver` reads as the per-task defaults.
 """
 from __future__ import annotations
@@ -42,6 +44,9 @@ SEARCH: Dict[str, list] = {
     "dc_pixel_prior_weight": [0.25, 0.5, 0.75, 1.0],
 }
 INPAINT_SEARCH = {"partial_injection_depth": [0, "all"]}
+# swept last for inpainting: whether the pixel step keeps the prior's image in the hole
+INPAINT_LAST = {"dc_pixel_hole": ["blend", "prior"]}
+SEARCHABLE = (*INPAINT_SEARCH, *SEARCH, *INPAINT_LAST)
 
 
 def _candidate(value, num_scales: int):
@@ -60,14 +65,31 @@ def _moot(key: str, best: Dict, num_scales: int) -> bool:
             return True
     if key in ("guidance_steps",) and best.get("guidance_strength", 1.0) == 0:
         return True
+    if key == "dc_pixel_hole" and best.get("dc_pixel_prior_weight", 1.0) == 1.0:
+        return True
     return False
 
 
-def tuning_images(n: int, shard: int = 2):
-    from .data import read_tinyimagenet
-    x, y, names = read_tinyimagenet("train", shards=[shard])
+def tuning_images(n: int, image_set: str = "tinyimagenet-train"):
+    """``n`` evenly spaced training images (B, 3, 64, 64) in [0, 1], their labels and names: from shard 2 of
+    ``tinyimagenet-train``, or from ``celeba-train`` (files 000001-009000)."""
+    from .data import read_celeba, read_tinyimagenet
+    if image_set == "celeba-train":
+        x, names = read_celeba("train")
+        y = np.zeros(len(x), dtype=np.int64)
+    elif image_set == "tinyimagenet-train":
+        x, y, names = read_tinyimagenet("train", shards=[2])
+    else:
+        raise ValueError(f"tuning images come from a training split: 'tinyimagenet-train' or 'celeba-train', "
+                         f"not {image_set!r}")
     idx = np.linspace(0, len(x) - 1, n).round().astype(int)
     return torch.from_numpy(x[idx]).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(y[idx]), [names[i] for i in idx]
+
+
+def default_tuning_set(prior_name: str) -> str:
+    """The training split a prior is tuned on: the one it was trained on."""
+    from .training.common import training_data
+    return "celeba-train" if training_data(prior_name) == "celeba" else "tinyimagenet-train"
 
 
 def evaluate(prior, x, labels, task: str, settings: Dict, seed: int = 0) -> Dict:
@@ -77,72 +99,89 @@ def evaluate(prior, x, labels, task: str, settings: Dict, seed: int = 0) -> Dict
     return {"psnr": float(np.mean(psnr(res.image, x))), "seconds": res.seconds / len(x)}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m varlib.tune")
+def task_search(task: str, keys: List[str]) -> Dict[str, list]:
+    """The swept settings of ``task`` in order: for inpainting, partial injection first (it decides what the
+    transformer paints) and the hole's anchor last; only the ``keys`` asked for."""
+    search = dict(INPAINT_SEARCH, **SEARCH, **INPAINT_LAST) if task.startswith("inpaint") else dict(SEARCH)
+    return {k: v for k, v in search.items() if k in keys}
+
+
+def search_task(prior, x, labels, task: str, keys: List[str], rows: List[Dict]) -> Dict:
+    """Coordinate search of one task from the prior's current per-task defaults (so it refines rather than
+    restarts); appends every evaluation to ``rows`` and returns the chosen values."""
+    start = resolve_settings("default", task, prior_name=prior.name)
+    best = {k: v for k, v in start.items() if k in SEARCHABLE}
+    best["base"] = "default"
+    best_score = None
+    for key, values in task_search(task, keys).items():
+        if _moot(key, best, prior.num_scales):
+            print(f"{task}: {key} skipped (no effect with {best})", flush=True)
+            continue
+        scores = {}
+        if best_score is not None:  # the current value competes with the candidates
+            scores[best[key]] = best_score
+        else:  # first swept key: measure the current value too
+            values = [best[key], *values]
+        values = [v for v in dict.fromkeys(_candidate(v, prior.num_scales) for v in values) if v not in scores]
+        if key == "injection_depth":
+            values = [v for v in values if v < prior.num_scales]
+        for v in tqdm(values, desc=f"{task}: {key}", leave=False):
+            trial = dict(best, **{key: v})
+            r = evaluate(prior, x, labels, task, trial)
+            scores[v] = r["psnr"]
+            rows.append({"task": task, "swept": key, "value": v, **{k: trial[k] for k in trial if k != "base"}, **r})
+        best[key] = max(scores, key=scores.get)
+        best_score = scores[best[key]]
+        print(f"{task}: {key} -> {best[key]} ({scores[best[key]]:.2f} dB; tried {scores})", flush=True)
+    return {k: v for k, v in best.items() if k != "base"}
+
+
+def record(prior_name: str, chosen: Dict[str, Dict], note: str, partial: bool) -> None:
+    """Merge the chosen per-task values into ``tuned_settings.json`` (values this search did not cover are
+    kept) with how they were chosen: the note replaces the prior's, or adds to it for a ``partial`` search."""
+    current = json.loads(TUNED_SETTINGS_FILE.read_text()) if TUNED_SETTINGS_FILE.exists() else {}
+    for task, values in chosen.items():
+        current.setdefault(prior_name, {}).setdefault(task, {}).update(values)
+    notes = current.setdefault("_notes", {})
+    notes[prior_name] = f"{notes.get(prior_name, '')}; then {note}".lstrip("; ") if partial else note
+    atomic_write_text(TUNED_SETTINGS_FILE, json.dumps(current, indent=1))  # running solvers read the file
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m varlib.tune", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", default="tiny64")
     ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--image-set", default=None, choices=("tinyimagenet-train", "celeba-train"),
+                    help="training split to tune on (default: the one the prior was trained on)")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--out", default="results/tuning")
     ap.add_argument("--use-labels", action="store_true", help="give the solver the true class labels")
     ap.add_argument("--keys", default=None,
-                    help=f"comma-separated settings to sweep (default: all of {', '.join(SEARCH)}); the others keep "
-                         f"their current per-task values")
+                    help=f"comma-separated settings to sweep (default: all of {', '.join(SEARCHABLE)}); the others "
+                         f"keep their current per-task values")
+    return ap
+
+
+def main(argv=None) -> None:
+    ap = build_parser()
     a = ap.parse_args(argv)
-    searchable = [*SEARCH, *INPAINT_SEARCH]
-    keys = searchable if a.keys is None else a.keys.split(",")
-    unknown = set(keys) - set(searchable)
+    keys = list(SEARCHABLE) if a.keys is None else a.keys.split(",")
+    unknown = set(keys) - set(SEARCHABLE)
     if unknown:
-        ap.error(f"unknown --keys {sorted(unknown)}; choose from {', '.join(searchable)}")
+        ap.error(f"unknown --keys {sorted(unknown)}; choose from {', '.join(SEARCHABLE)}")
     prior = load_prior(a.prior)
-    x, labels, _ = tuning_images(a.images)
+    image_set = a.image_set or default_tuning_set(prior.name)
+    x, labels, _ = tuning_images(a.images, image_set)
     labels = labels if a.use_labels else None
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: List[Dict] = []
-    chosen: Dict[str, Dict] = {}
-    tasks = a.tasks.split(",")
-    for task in tasks:
-        # start from the current per-task defaults, so the search refines rather than restarts
-        start = resolve_settings("default", task, prior_name=prior.name)
-        best = {k: v for k, v in start.items() if k in set(SEARCH) | set(INPAINT_SEARCH)}
-        best["base"] = "default"
-        search = dict(SEARCH, **(INPAINT_SEARCH if task.startswith("inpaint") else {}))
-        search = {k: v for k, v in search.items() if k in keys}
-        best_score = None
-        for key, values in search.items():
-            if _moot(key, best, prior.num_scales):
-                print(f"{task}: {key} skipped (no effect with {best})", flush=True)
-                continue
-            scores = {}
-            if best_score is not None:  # the current value competes with the candidates
-                scores[best[key]] = best_score
-            else:  # first swept key: measure the current value too
-                values = [best[key], *values]
-            values = [v for v in dict.fromkeys(_candidate(v, prior.num_scales) for v in values) if v not in scores]
-            if key == "injection_depth":
-                values = [v for v in values if v < prior.num_scales]
-            for v in tqdm(values, desc=f"{task}: {key}", leave=False):
-                trial = dict(best, **{key: v})
-                r = evaluate(prior, x, labels, task, trial)
-                scores[v] = r["psnr"]
-                rows.append({"task": task, "swept": key, "value": v, **{k: trial[k] for k in trial if k != "base"}, **r})
-            best[key] = max(scores, key=scores.get)
-            best_score = scores[best[key]]
-            print(f"{task}: {key} -> {best[key]} ({scores[best[key]]:.2f} dB; tried {scores})", flush=True)
-        chosen[task] = {k: v for k, v in best.items() if k != "base"}
-    df = pd.DataFrame(rows)
-    atomic_write_text(out / "var_tuning.csv", df.to_csv(index=False))
-    current = json.loads(TUNED_SETTINGS_FILE.read_text()) if TUNED_SETTINGS_FILE.exists() else {}
-    for task, values in chosen.items():  # keep per-task values this search does not cover
-        current.setdefault(prior.name, {}).setdefault(task, {}).update(values)
-    notes = current.setdefault("_notes", {})  # how each prior's values were chosen
-    note = (f"{', '.join(keys)} chosen by python -m varlib.tune on {a.images} tinyimagenet-train images "
-            f"(shard 2, evenly spaced), labels={'yes' if a.use_labels else 'no'}")
-    if a.keys is None:
-        notes[prior.name] = note + "; other per-task values kept from earlier searches (results/tuning/)"
-    else:  # a partial search adds to the prior's note
-        notes[prior.name] = f"{notes.get(prior.name, '')}; then {note}".lstrip("; ")
-    atomic_write_text(TUNED_SETTINGS_FILE, json.dumps(current, indent=1))  # running solvers read the file
+    chosen = {task: search_task(prior, x, labels, task, keys, rows) for task in a.tasks.split(",")}
+    atomic_write_text(out / f"var_tuning_{prior.name}.csv", pd.DataFrame(rows).to_csv(index=False))
+    where = "shard 2, evenly spaced" if image_set == "tinyimagenet-train" else "files 000001-009000, evenly spaced"
+    record(prior.name, chosen, f"{', '.join(keys)} chosen by python -m varlib.tune on {a.images} {image_set} images "
+           f"({where}), labels={'yes' if a.use_labels else 'no'}", partial=a.keys is not None)
     print(json.dumps(chosen, indent=1))
 
 

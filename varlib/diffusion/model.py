@@ -55,6 +55,13 @@ def tiny64_diffusion_config() -> DiffusionConfig:
     return DiffusionConfig("tiny64-diffusion", 64, unet, ScheduleConfig())
 
 
+def faces64_diffusion_config() -> DiffusionConfig:
+    """tiny64-diffusion's network trained on the CelebA training faces (64 px face crops)."""
+    cfg = tiny64_diffusion_config()
+    cfg.name = "faces64-diffusion"
+    return cfg
+
+
 def test_diffusion_config() -> DiffusionConfig:
     """~0.1 M parameters, for unit tests; runs on inputs whose side is a multiple of 4."""
     unet = UNetConfig(base_channels=8, channel_mults=(1, 2, 3), num_res_blocks=1, attn_levels=(2,),
@@ -62,8 +69,9 @@ def test_diffusion_config() -> DiffusionConfig:
     return DiffusionConfig("test", 16, unet, ScheduleConfig())
 
 
-CONFIGS = {"tiny64-diffusion": tiny64_diffusion_config, "test": test_diffusion_config}
-KNOWN_DIFFUSION_PRIORS = ("tiny64-diffusion",)
+CONFIGS = {"tiny64-diffusion": tiny64_diffusion_config, "faces64-diffusion": faces64_diffusion_config,
+           "test": test_diffusion_config}
+KNOWN_DIFFUSION_PRIORS = ("tiny64-diffusion", "faces64-diffusion")
 
 
 def named_diffusion_config(name: str) -> DiffusionConfig:

@@ -56,6 +56,15 @@ def tiny64_gpu_config() -> PriorConfig:
     return cfg
 
 
+def faces64_config() -> PriorConfig:
+    """The embedded face prior: tiny64's tokenizer architecture (its training continued on CelebA faces)
+    and transformer size, unconditional (one class plus the null class), 64 px aligned CelebA crops."""
+    cfg = tiny64_config()
+    cfg.name = "faces64"
+    cfg.transformer.num_classes = 1
+    return cfg
+
+
 def test_config(patch_nums=(1, 2, 4), image_size: int = 16) -> PriorConfig:
     """A very small model for unit tests (random weights)."""
     tok = TokenizerConfig(vocab_size=64, Cvae=8, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1,
@@ -71,10 +80,21 @@ def named_config(name: str) -> PriorConfig:
         return tiny64_config()
     if name == "tiny64-gpu":
         return tiny64_gpu_config()
+    if name == "faces64":
+        return faces64_config()
     if name == "test":
         return test_config()
     raise ValueError(f"unknown prior name {name!r}; known: " + ", ".join(KNOWN_PRIORS)
                      + " (or a directory holding checkpoint files)")
 
 
-KNOWN_PRIORS = tuple(f"var-d{d}" for d in OFFICIAL_DEPTHS) + ("tiny64", "tiny64-gpu", "test")
+#: The make target that rebuilds each shipped prior (missing-file and checksum errors name it).
+REBUILD_TARGETS = {"tiny64": "make prior", "faces64": "make prior-faces"}
+
+
+def rebuild_command(name: str) -> str:
+    """How to rebuild the shipped prior ``name``: its make target (``make prior`` for others)."""
+    return REBUILD_TARGETS.get(name, "make prior")
+
+
+KNOWN_PRIORS = tuple(f"var-d{d}" for d in OFFICIAL_DEPTHS) + ("tiny64", "tiny64-gpu", "faces64", "test")

@@ -17,7 +17,7 @@ import torch
 
 from ..io import sha256_file
 from .configs import (HUB_REPO_ID, KNOWN_PRIORS, OFFICIAL_DEPTHS, OFFICIAL_TOKENIZER_FILE, PriorConfig,
-                      named_config)
+                      named_config, rebuild_command)
 from .model import Prior
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -147,7 +147,8 @@ def _load_official_dir(path: Path, config: Optional[PriorConfig], device, depth:
 def _load_our_dir(path: Path, device, verify: bool = True) -> Prior:
     from safetensors.torch import load_file
 
-    rebuild = "rebuild it with `make prior` (python -m varlib.training all) or restore it with `git checkout -- " + str(path) + "`"
+    rebuild = (f"rebuild it with `{rebuild_command(path.name)}` (python -m varlib.training all --config {path.name}) "
+               f"or restore it with `git checkout -- {path}`")
     for f in OUR_FILES:
         if not (path / f).exists():
             raise FileNotFoundError(f"prior file {path / f} is missing; {rebuild}")
@@ -188,8 +189,8 @@ def load_prior(name_or_path: Union[str, os.PathLike] = "tiny64", device: Union[s
     if not path.exists() and key in KNOWN_PRIORS:
         path = PACKAGE_WEIGHTS / key
         if not path.exists():
-            raise FileNotFoundError(f"the embedded prior {key!r} is not in {path}; build it with `make prior` "
-                                    "(python -m varlib.training all)")
+            raise FileNotFoundError(f"the embedded prior {key!r} is not in {path}; build it with "
+                                    f"`{rebuild_command(key)}` (python -m varlib.training all --config {key})")
     if not path.exists():
         raise FileNotFoundError(f"no prior named or at {key!r}: known names are {', '.join(KNOWN_PRIORS)}, "
                                 "or give a directory holding checkpoint files")

@@ -156,6 +156,7 @@ class MethodSpec:
     name: str
     label: str
     settings: Dict[str, Any] = field(default_factory=dict)
+    limit: Optional[int] = None   # run on the first ``limit`` images of the set only (a slow method)
 
     @property
     def method(self) -> Method:
@@ -168,5 +169,5 @@ class MethodSpec:
 
 def method_specs(params: Mapping[str, Any]) -> List[MethodSpec]:
     """The checked params' method entries as :class:`MethodSpec`."""
-    return [MethodSpec(name=m["name"], label=m["label"], settings=dict(m.get("settings") or {}))
+    return [MethodSpec(name=m["name"], label=m["label"], settings=dict(m.get("settings") or {}), limit=m.get("limit"))
             for m in params["methods"]]

@@ -16,6 +16,7 @@ A params file (``params/*.yaml``) describes one run::
     methods:                          # varlib.study.methods.METHODS; label names the row
       - init
       - {name: var, label: var-8samples, settings: {num_samples: 8, decode: sample}}
+      - {name: dps, limit: 10}        # a slow method on the first 10 images of the set only
     gallery: {image: astronaut, task: inpaint_box, max_images: 6}    # optional
     ablation:                         # optional: where and how notebooks 02 and 03 sweep a method
       images: {set: embedded, limit: 1}   # merged onto `images`
@@ -61,7 +62,7 @@ DEFAULTS: Dict[str, Any] = dict(
 )
 REQUIRED = ("images", "methods")
 IMAGE_DEFAULTS: Dict[str, Any] = dict(set=None, image_size=64, limit=None)
-METHOD_KEYS = ("name", "label", "settings")
+METHOD_KEYS = ("name", "label", "settings", "limit")
 GALLERY_KEYS = ("image", "task", "max_images")
 ABLATION_KEYS = ("images", "tasks", "method", "settings", "injection_depths", "guidance_strengths", "guidance_steps",
                  "lowpass", "seed", "noise_sigma", "use_labels")
@@ -309,11 +310,16 @@ def _method_entry(entry: Any, i: int, where: str) -> MethodSpec:
     settings = entry.get("settings") or {}
     if not isinstance(settings, dict):
         raise ParamsError(f"{where}: settings of method {name!r} must be a mapping, got {settings!r}")
-    return MethodSpec(name=name, label=method_label({**entry, "name": name}), settings=dict(settings))
+    limit = entry.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ParamsError(f"{where}: limit of method {name!r} must be null or a positive integer (the first N "
+                          f"images of the set), got {limit!r}")
+    return MethodSpec(name=name, label=method_label({**entry, "name": name}), settings=dict(settings), limit=limit)
 
 
 def check_methods(methods: Any, p: Mapping[str, Any], where: str) -> List[Dict[str, Any]]:
-    """The method entries as ``{name, label, settings}``; every setting is checked on every task."""
+    """The method entries as ``{name, label, settings}`` (and ``limit``, the first N images, where given);
+    every setting is checked on every task."""
     if not isinstance(methods, list) or not methods:
         raise ParamsError(f"{where}: methods must be a non-empty list of names or {{name, label, settings}}; "
                           f"valid methods: {', '.join(METHODS)}")
@@ -334,7 +340,8 @@ def check_methods(methods: Any, p: Mapping[str, Any], where: str) -> List[Dict[s
         if p["prior"] not in KNOWN_PRIORS and not Path(p["prior"]).exists():
             raise ParamsError(f"{where}: unknown prior {p['prior']!r}; known: {', '.join(KNOWN_PRIORS)} "
                               f"(or a checkpoint folder)")
-    return [dict(name=m.name, label=m.label, settings=m.settings) for m in specs]
+    return [dict(name=m.name, label=m.label, settings=m.settings, **({"limit": m.limit} if m.limit else {}))
+            for m in specs]
 
 
 def check_ablation(abl: Any, p: Mapping[str, Any], where: str) -> None:

@@ -99,7 +99,7 @@ def plan_cases(p: Mapping[str, Any], names: Sequence[str], labels: Sequence[int]
             if uses_labels:
                 full = {**full, "use_labels": True}
             pid = ids.get(m.method.prior, "")
-            for i, name in enumerate(names):
+            for i, name in enumerate(names[:m.limit]):
                 key = case_key(image_set=str(p["images"]["set"]), image=name, task=task, method=m.name,
                                label=m.label, settings=key_settings(full), prior=pid, seed=p["seed"],
                                noise_sigma=p["noise_sigma"], image_size=size, operator=op_desc)

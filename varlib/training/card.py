@@ -12,7 +12,8 @@ from typing import Dict, List, Optional
 import torch
 
 from ..prior import Prior
-from .common import SHARD_IMAGES, VAL_SLICE
+from ..prior.configs import rebuild_command
+from .common import SHARD_IMAGES, VAL_SLICE, training_data
 
 TEMPLATE = Path(__file__).with_name("model_card.md.tmpl")
 LOSS_NAMES = {"l1+l2": "L1 + L2", "l2": "L2", "l1": "L1"}
@@ -128,11 +129,11 @@ def results_section(metrics: Dict, machine: str) -> str:
         vocab=tk["vocab_size"], scale_rows=_scale_rows(tr), class_gap=f"{tr['model_nll'][0] - cls[0]:+.3f}", sampling=sampling)
 
 
-def _intro(metrics: Optional[Dict]) -> str:
+def _intro(name: str, metrics: Optional[Dict]) -> str:
     tk, tr = (metrics or {}).get("tokenizer", {}), (metrics or {}).get("transformer", {})
     devices = [d for d in (tr.get("device", "cpu"), tk.get("decoder_device", "cpu")) if d != "cpu"]
     if not devices:
-        return fill("intro_cpu")
+        return fill("intro_faces" if training_data(name) == "celeba" else "intro_cpu")
     intro = fill("intro_gpu", gpu=devices[0])
     if tk.get("token_map_sha256"):
         intro += "\n\n" + fill("fingerprint", fingerprint=tk["token_map_sha256"][:16])
@@ -146,7 +147,8 @@ def model_card(prior: Prior, metrics: Optional[Dict], dest: Path, machine: Optio
     c = prior.config
     machine = machine or platform.processor() or platform.machine()
     return fill(
-        "card", name=c.name, intro=_intro(metrics), val_images=VAL_SLICE,
+        "card", name=c.name, intro=_intro(c.name, metrics), rebuild=rebuild_command(c.name),
+        data=fill(f"data_{training_data(c.name)}", val_images=VAL_SLICE),
         tokenizer_params=f"{sum(p.numel() for p in prior.tokenizer.parameters()) / 1e6:.2f}",
         ch=c.tokenizer.ch, ch_mult=c.tokenizer.ch_mult, res_blocks=c.tokenizer.num_res_blocks,
         downsample=c.tokenizer.downsample, vocab=c.tokenizer.vocab_size, cvae=c.tokenizer.Cvae,

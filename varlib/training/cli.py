@@ -149,8 +149,9 @@ def _train_stages(a, cfg: PriorConfig, out: Path, recipe: Dict, shards: Optional
     steps, bf16 = stage_steps(a, recipe), not a.no_bf16
     if a.stage in ("tokenizer", "all"):
         crop, crop_fraction = recipe_crop(recipe, a.crop, a.crop_fraction)
-        train_tokenizer(out, cfg, steps["tokenizer"], a.batch, a.lr or 1e-3, a.seed, shards, a.limit, bf16=bf16,
-                        device=a.device, minutes=a.minutes, init_weights=a.init_weights, loss_kind=a.loss,
+        train_tokenizer(out, cfg, steps["tokenizer"], a.batch, a.lr or recipe.get("tokenizer_lr", 1e-3), a.seed, shards,
+                        a.limit, bf16=bf16, device=a.device, minutes=a.minutes,
+                        init_weights=a.init_weights or recipe.get("tokenizer_init"), loss_kind=a.loss,
                         lr_schedule=a.lr_schedule, crop=crop, crop_fraction=crop_fraction)
     if a.stage in ("tokenize", "all"):
         tokenize_split(out, cfg, "train", shards, a.limit, device=a.device, every=a.every)
@@ -158,8 +159,9 @@ def _train_stages(a, cfg: PriorConfig, out: Path, recipe: Dict, shards: Optional
         train_decoder(out, cfg, steps["decoder"], a.batch, a.lr or 6e-4, a.seed, shards, a.limit, bf16=bf16,
                       device=a.device, minutes=a.minutes, every=a.every)
     if a.stage in ("transformer", "all"):
-        train_transformer(out, cfg, steps["transformer"], a.batch, a.lr or 1e-3, a.seed, bf16=bf16, device=a.device,
-                          minutes=a.minutes, holdout=a.holdout, eval_every=a.eval_every, ckpt_every=a.ckpt_every)
+        train_transformer(out, cfg, steps["transformer"], a.batch, a.lr or recipe.get("transformer_lr", 1e-3), a.seed,
+                          bf16=bf16, device=a.device, minutes=a.minutes, holdout=a.holdout, eval_every=a.eval_every, ckpt_every=a.ckpt_every,
+                          init_weights=recipe.get("transformer_init"))
 
 
 def _output_stages(a, cfg: PriorConfig, out: Path, shards: Optional[List[int]]) -> None:

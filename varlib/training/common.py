@@ -101,18 +101,43 @@ def psnr_batch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / mse)
 
 
-def load_train_images(shards: Optional[List[int]] = None, limit: Optional[int] = None, every: int = 1):
-    """(uint8 NCHW images, labels) of ``tinyimagenet-train`` (``shards``, ``limit``, ``every``: see
-    :func:`varlib.data.read_tinyimagenet`)."""
-    from ..data import read_tinyimagenet
-    x, y, _ = read_tinyimagenet("train", shards=shards, limit=limit, every=every)
+#: The image sets a configuration trains on (``tinyimagenet`` unless listed here).
+TRAINING_DATA = {"faces64": "celeba", "faces64-diffusion": "celeba"}
+DATASETS = ("tinyimagenet", "celeba")
+
+
+def training_data(config_name: str) -> str:
+    """The dataset configuration ``config_name`` trains and is evaluated on: ``tinyimagenet`` or ``celeba``."""
+    return TRAINING_DATA.get(config_name, "tinyimagenet")
+
+
+def load_train_images(shards: Optional[List[int]] = None, limit: Optional[int] = None, every: int = 1,
+                      dataset: str = "tinyimagenet"):
+    """(uint8 NCHW images, labels) of a training split: ``tinyimagenet-train`` (``shards``, ``limit``,
+    ``every``: see :func:`varlib.data.read_tinyimagenet`) or, for ``dataset="celeba"``, the CelebA
+    training faces (:func:`varlib.data.read_celeba`; one class, label 0; ``shards`` ignored)."""
+    from ..data import read_celeba, read_tinyimagenet
+    if dataset == "celeba":
+        x, _ = read_celeba("train", limit=limit, every=every)
+        y = np.zeros(len(x), dtype=np.int64)
+    elif dataset == "tinyimagenet":
+        x, y, _ = read_tinyimagenet("train", shards=shards, limit=limit, every=every)
+    else:
+        raise ValueError(f"unknown training dataset {dataset!r}; use one of {', '.join(DATASETS)}")
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
 
 
-def load_val_images(n: int = VAL_SLICE):
-    """(uint8 NCHW images, labels) of the first ``n`` ``tinyimagenet-val`` images."""
-    from ..data import read_tinyimagenet
-    x, y, _ = read_tinyimagenet("val", limit=n)
+def load_val_images(n: int = VAL_SLICE, dataset: str = "tinyimagenet"):
+    """(uint8 NCHW images, labels) of the first ``n`` held-out images: ``tinyimagenet-val``, or the
+    held-out CelebA faces (009001 on, label 0) for ``dataset="celeba"``."""
+    from ..data import read_celeba, read_tinyimagenet
+    if dataset == "celeba":
+        x, _ = read_celeba("val", limit=n)
+        y = np.zeros(len(x), dtype=np.int64)
+    elif dataset == "tinyimagenet":
+        x, y, _ = read_tinyimagenet("val", limit=n)
+    else:
+        raise ValueError(f"unknown training dataset {dataset!r}; use one of {', '.join(DATASETS)}")
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
 
 

@@ -13,19 +13,19 @@ from tqdm.auto import tqdm
 from ..io import atomic_torch_save
 from ..prior import PriorConfig
 from .common import CsvLog, WallBudget, batch_indices, load_train_images, lr_at, psnr_batch, resume_checkpoint, \
-    run_info, set_lr
+    run_info, set_lr, training_data
 from .rundir import load_tokenizer_from_ckpt
 from .tokens import split_tokens
 
 DECODER_PARTS = ("decoder.", "post_quant_conv.")  # what the decoder stage trains; encoder and codebook stay frozen
 
 
-def _decoder_data(out: Path, shards, limit, every) -> tuple:
+def _decoder_data(out: Path, dataset: str, shards, limit, every) -> tuple:
     """(token maps, images, labels) of the decoder's training images; the maps are stored in image order,
     shard by shard, so a run on the first shard(s) uses their prefix."""
     data = np.load(out / "tokens_train.npz")
     tokens = torch.from_numpy(data["tokens"].astype(np.int64))
-    images, image_labels = load_train_images(shards, limit, every)
+    images, image_labels = load_train_images(shards, limit, every, dataset)
     prefix_ok = len(images) < len(tokens) and np.array_equal(data["labels"][:len(images)], image_labels.numpy())
     if len(images) != len(tokens) and not prefix_ok:
         raise ValueError(f"{out / 'tokens_train.npz'} holds {len(tokens)} token maps but the training split has "
@@ -58,7 +58,7 @@ def train_decoder(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: 
     step, elapsed0, _ = resume_checkpoint(ckpt_path, opt)  # the decoder weights came with load_tokenizer_from_ckpt
     if step >= steps:
         return ckpt_path
-    tokens, images = _decoder_data(out, shards, limit, every)
+    tokens, images = _decoder_data(out, training_data(cfg.name), shards, limit, every)
     from ..data import train_selection
     info = {**run_info(dev, batch, lr), "train_images": len(images), "train_selection": train_selection(shards, every, limit),
             "history": prior.metadata["decoder_history"]}  # the decoder runs this one continues

@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..diffusion.model import (DiffusionConfig, DiffusionPrior, PACKAGE_WEIGHTS, named_diffusion_config,
-                               save_diffusion_prior)
+from ..diffusion.model import (DiffusionConfig, DiffusionPrior, PACKAGE_WEIGHTS, load_diffusion_prior,
+                               named_diffusion_config, save_diffusion_prior)
 from ..io import atomic_torch_save
-from .common import CsvLog, batch_indices, flipped, load_train_images, step_generator
+from .common import CsvLog, batch_indices, flipped, load_train_images, step_generator, training_data
 
 CKPT = "ckpt.pt"
 LOG_FIELDS = ["step", "elapsed_s", "lr", "loss", "images_per_s"]
@@ -95,12 +95,13 @@ def _resume(ckpt_path: Path, cfg: DiffusionConfig, prior: DiffusionPrior, ema, o
     return ck["step"], ck.get("elapsed", 0.0)
 
 
-def _training_images(images, shards, limit, batch: int) -> tuple:
+def _training_images(images, dataset: str, shards, limit, batch: int) -> tuple:
     """(uint8 training images, how the model card names them)."""
     if images is None:
-        images, _ = load_train_images(shards, limit)
-        data_desc = (f"tinyimagenet-train shards {','.join(str(v) for v in (shards or [0, 1, 2]))}"
-                     + (f", first {limit} images" if limit else "") + f" ({len(images)} images)")
+        images, _ = load_train_images(shards, limit, dataset=dataset)
+        where = ("celeba-train (files 000001-009000, 74x74 face crop to 64 px)" if dataset == "celeba" else
+                 f"tinyimagenet-train shards {','.join(str(v) for v in (shards or [0, 1, 2]))}")
+        data_desc = where + (f", first {limit} images" if limit else "") + f" ({len(images)} images)"
     else:
         data_desc = f"{len(images)} images given in memory"
     if len(images) < batch:
@@ -111,11 +112,13 @@ def _training_images(images, shards, limit, batch: int) -> tuple:
 def train(out: Path, cfg: DiffusionConfig, steps: int, batch: int = 32, lr: float = 2e-4, seed: int = 0,
           images: Optional[torch.Tensor] = None, shards: Optional[List[int]] = None, limit: Optional[int] = None,
           ckpt_every: int = 200, warmup: int = 200, ema_decay: float = 0.999, bf16: bool = True,
-          log_every: int = 10, progress: bool = True) -> Path:
+          log_every: int = 10, progress: bool = True, init_weights: Optional[str] = None) -> Path:
     """Train (or resume) to ``steps`` steps in ``out``; returns the checkpoint path.
 
     ``images``: uint8 (N, 3, H, W) training images; by default the Tiny ImageNet training split
-    (``shards``/``limit`` as in :func:`varlib.training.common.load_train_images`).
+    (``shards``/``limit`` as in :func:`varlib.training.common.load_train_images`), or the CelebA training
+    faces for a face configuration. ``init_weights``: start from a shipped diffusion prior of the same
+    network (for example ``tiny64-diffusion``) instead of random weights; its EMA starts there too.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,11 +128,15 @@ def train(out: Path, cfg: DiffusionConfig, steps: int, batch: int = 32, lr: floa
     ema = copy.deepcopy(prior.net).eval().requires_grad_(False)
     opt = torch.optim.AdamW(prior.net.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
     step, elapsed0 = _resume(ckpt_path, cfg, prior, ema, opt)
+    if init_weights and step == 0:
+        start = load_diffusion_prior(init_weights).net.state_dict()
+        prior.net.load_state_dict(start)
+        ema.load_state_dict(start)
     if step >= steps:
         return ckpt_path
-    images, data_desc = _training_images(images, shards, limit, batch)
+    images, data_desc = _training_images(images, training_data(cfg.name), shards, limit, batch)
     hparams = dict(batch=batch, lr=lr, seed=seed, warmup=warmup, ema_decay=ema_decay, bf16=bf16, data=data_desc,
-                   shards=shards, limit=limit)
+                   shards=shards, limit=limit, init_weights=init_weights)
     log = CsvLog(out / "log.csv", LOG_FIELDS, step)
     t0 = time.time()
     bar = tqdm(total=steps, initial=step, desc="diffusion", unit="step", disable=not progress)
@@ -171,7 +178,10 @@ def export(out: Path, dest: Path) -> Path:
         cmd += " --shards " + ",".join(str(v) for v in hp["shards"])
     if hp.get("limit"):
         cmd += f" --limit {hp['limit']}"
+    if hp.get("init_weights"):
+        cmd += f" --init-weights {hp['init_weights']}"
     training = {"data": f"{hp.get('data', 'tinyimagenet-train')}, random horizontal flips",
+                **({"initial weights": f"the shipped {hp['init_weights']}"} if hp.get("init_weights") else {}),
                 "steps": prior.metadata["step"], "batch": hp.get("batch"), "optimiser":
                 f"AdamW lr {hp.get('lr')} (linear warm-up {hp.get('warmup')} steps, then constant), grad clip 1.0",
                 "EMA decay": hp.get("ema_decay"), "bf16 autocast": hp.get("bf16"), "seed": hp.get("seed"),
@@ -217,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shards", default=None, help="comma-separated train shards (default 0,1,2)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     ap.add_argument("--ckpt-every", type=int, default=200)
+    ap.add_argument("--init-weights", default=None,
+                    help="start from a shipped diffusion prior of the same network (e.g. tiny64-diffusion)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--export", action="store_true", help="export the EMA weights after training")
@@ -240,7 +252,7 @@ def main(argv=None) -> None:
     if a.steps is not None:
         shards = [int(s) for s in a.shards.split(",")] if a.shards else None
         train(out, cfg, a.steps, a.batch, a.lr, a.seed, shards=shards, limit=a.limit, ckpt_every=a.ckpt_every,
-              warmup=a.warmup, ema_decay=a.ema, bf16=not a.no_bf16)
+              warmup=a.warmup, ema_decay=a.ema, bf16=not a.no_bf16, init_weights=a.init_weights)
     elif not a.export:
         ap.error("give --steps N (train), --export, or --benchmark K")
     if a.export:

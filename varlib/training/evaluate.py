@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..io import atomic_write_text
 from ..prior import Prior, PriorConfig
-from .common import VAL_SLICE, load_val_images, psnr_batch
+from .common import VAL_SLICE, load_val_images, psnr_batch, training_data
 from .rundir import assemble_prior, transformer_ckpt_path
 from .tokens import load_tokens, split_tokens, tokenize_split
 from .transformer import token_nll
@@ -32,7 +32,7 @@ DECODER_KEYS = ("batch", "lr", "device", "train_images", "train_selection", "his
 @torch.no_grad()
 def evaluate_tokenizer(prior: Prior, n: int = VAL_SLICE) -> Dict:
     """Held-out PSNR (all scales and per number of scales kept) and codebook usage."""
-    images, _ = load_val_images(n)
+    images, _ = load_val_images(n, training_data(prior.config.name))
     x = images.float().div(255)
     toks = []
     for i in range(0, len(x), 100):

@@ -14,9 +14,17 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
+FACES_TOKENIZER_STEPS, FACES_TRANSFORMER_STEPS = 2000, 1200
+
 RECIPES = {
     "tiny64": dict(tokenizer_steps=11500, tokenizer_crop=32, tokenizer_crop_fraction=0.9, decoder_steps=0,
                    transformer_steps=1900, batch=32),
+    # tiny64's shipped tokenizer continued on the CelebA training faces at a lower learning rate, then a
+    # transformer from scratch on their token maps (two jobs of one thread each beside the diffusion prior)
+    "faces64": dict(tokenizer_steps=FACES_TOKENIZER_STEPS, tokenizer_crop=32, tokenizer_crop_fraction=0.8,
+                    tokenizer_lr=3e-4, tokenizer_init="tiny64", decoder_steps=0,
+                    transformer_steps=FACES_TRANSFORMER_STEPS, transformer_init="tiny64", transformer_lr=5e-4,
+                    batch=32),
 }
 
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ..io import atomic_torch_save
 from ..prior import PriorConfig, build_prior
 from .common import (CsvLog, WallBudget, batch_indices, flipped, load_train_images, lr_at, psnr_batch,
-                     resume_checkpoint, run_info, set_lr, step_generator)
+                     resume_checkpoint, run_info, set_lr, step_generator, training_data)
 
 TOKENIZER_LOSSES = ("l1+l2", "l2", "l1")
 LR_SCHEDULES = ("cosine", "constant")
@@ -148,7 +148,7 @@ def train_tokenizer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr
     _check_resumed(ckpt_path, ck, info)
     if step >= steps:
         return ckpt_path
-    images, _ = load_train_images(shards, limit)
+    images, _ = load_train_images(shards, limit, dataset=training_data(cfg.name))
     log = CsvLog(out / "tokenizer_log.csv", LOG_FIELDS, step)
     t0 = time.time()
     hits_window = torch.zeros(cfg.tokenizer.vocab_size, device=dev)

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ..io import atomic_path, atomic_torch_save
 from ..prior import PriorConfig
-from .common import VAL_SLICE, load_train_images, load_val_images
+from .common import VAL_SLICE, load_train_images, load_val_images, training_data
 from .rundir import load_tokenizer_from_ckpt
 
 
@@ -23,8 +23,9 @@ def tokenize_split(out: Path, cfg: PriorConfig, split: str, shards=None, limit=N
         return path
     dev = torch.device(device)
     prior = load_tokenizer_from_ckpt(out, cfg).to(dev)
-    images, labels = (load_train_images(shards, limit, every) if split == "train"
-                      else load_val_images(limit or VAL_SLICE))
+    dataset = training_data(cfg.name)
+    images, labels = (load_train_images(shards, limit, every, dataset) if split == "train"
+                      else load_val_images(limit or VAL_SLICE, dataset))
     rows = []
     for i in tqdm(range(0, len(images), batch), desc=f"tokenize {split}", unit="batch"):
         x = (images[i:i + batch].float().div(255) * 2 - 1).to(dev)

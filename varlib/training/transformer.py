@@ -48,6 +48,26 @@ def _optimizer(tr, lr: float) -> torch.optim.Optimizer:
                              lr=lr, betas=(0.9, 0.95))
 
 
+def init_from_shipped(tr, name: str) -> None:
+    """Start ``tr`` from a shipped prior's transformer of the same size (fine-tuning instead of training from
+    scratch). Its class table may differ: every row of ``tr``'s (each class and the null class) starts from the
+    shipped null-class row, the unconditional start."""
+    from ..prior.loading import load_prior
+    src = load_prior(name).transformer.state_dict()
+    own = tr.state_dict()
+    for key, value in own.items():
+        if key not in src:
+            raise ValueError(f"{name}'s transformer has no {key}: it is not the same architecture as {tr.cfg}")
+        if key == "class_emb.weight" and src[key].shape != value.shape:
+            own[key] = src[key][-1:].expand_as(value).clone()
+        elif src[key].shape != value.shape:
+            raise ValueError(f"{name}'s transformer has {key} of shape {tuple(src[key].shape)}, this one "
+                             f"{tuple(value.shape)}: not the same architecture")
+        else:
+            own[key] = src[key]
+    tr.load_state_dict(own)
+
+
 class Holdout:
     """A seeded random ``n`` of the training maps kept out of training (the maps are stored class by class,
     so a random subset covers the classes), scored every ``every`` steps into ``transformer_eval.csv``;
@@ -80,7 +100,7 @@ class Holdout:
 def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
                       ckpt_every: int = 100, bf16: bool = True, label_smoothing: float = 0.0,
                       device: str = "cpu", minutes: Optional[float] = None, holdout: int = 0,
-                      eval_every: int = 500) -> Path:
+                      eval_every: int = 500, init_weights: Optional[str] = None) -> Path:
     """Next-scale transformer on the stored token maps (``tokens_train.npz``); ``device`` may be "cuda"
     (only the token maps and the tokenizer checkpoint are needed, no images).
 
@@ -88,7 +108,8 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
     ``--steps`` with that count reproduces the run). ``holdout``: a seeded random ``holdout`` of the
     training images is kept out and scored (teacher-forced NLL) every ``eval_every`` steps into
     ``transformer_eval.csv``; the best state so far goes to ``transformer_best.pt`` (fp16 weights only),
-    so a long run can stop early without touching ``tinyimagenet-val``."""
+    so a long run can stop early without touching ``tinyimagenet-val``. ``init_weights``: fine-tune a
+    shipped prior's transformer (:func:`init_from_shipped`) instead of starting from random weights."""
     ckpt_path = out / "transformer_ckpt.pt"
     torch.manual_seed(seed)
     dev = torch.device(device)
@@ -98,6 +119,8 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
     step, elapsed0, _ = resume_checkpoint(ckpt_path, opt, tr)
     if step >= steps:
         return ckpt_path
+    if init_weights and step == 0:
+        init_from_shipped(tr, init_weights)
     tokens, labels = load_tokens(out / "tokens_train.npz")
     ho = Holdout(out, holdout, eval_every, seed, tokens, labels, dev, step) if holdout else None
     if ho is not None:
@@ -107,7 +130,7 @@ def train_transformer(out: Path, cfg: PriorConfig, steps: int, batch: int = 32, 
     t0 = time.time()
     bar = tqdm(total=steps, initial=step, desc="transformer", unit="step")
     budget = WallBudget(minutes, step, "transformer")
-    info = run_info(dev, batch, lr)
+    info = {**run_info(dev, batch, lr), **({"init_weights": init_weights} if init_weights else {})}
     while step < steps:
         steps = budget.steps(step, steps)
         bar.total = steps
