@@ -65,22 +65,28 @@ def class_block_order(num_classes: int, per_class: int) -> torch.Tensor:
     return torch.tensor([k * per_class + r * cols + j for r in range(2) for k in range(num_classes) for j in range(cols)])
 
 
+def held_out_set(prior: Prior) -> str:
+    """The held-out image set a shipped prior is measured on: ``celeba-val`` or ``tinyimagenet-val``."""
+    from .training.common import training_data
+    return "celeba-val" if training_data(prior.name) == "celeba" else "tinyimagenet-val"
+
+
 def reconstructions_figure(prior: Prior, out: Path, n: int = 8) -> None:
-    from .data import read_tinyimagenet
+    from .data import load_images
     from .training import psnr_batch
-    x, _, names = read_tinyimagenet("val", limit=n)
-    x = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    x, names = load_images(held_out_set(prior), prior.image_size, limit=n, with_names=True)
     rec = prior.reconstruct(x)
     p = psnr_batch(rec, x)
     fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.6))
     for i in range(n):
-        axes[0, i].imshow(x[i].permute(1, 2, 0).numpy()); axes[0, i].set_title(names[i].replace(".JPEG", ""), fontsize=7)
+        axes[0, i].imshow(x[i].permute(1, 2, 0).numpy())
+        axes[0, i].set_title(names[i].replace(".JPEG", "").replace(".jpg", ""), fontsize=7)
         axes[1, i].imshow(rec[i].permute(1, 2, 0).numpy()); axes[1, i].set_title(f"{p[i]:.1f} dB", fontsize=8)
         for a in axes[:, i]:
             a.set_xticks([]); a.set_yticks([])
-    axes[0, 0].set_ylabel("held-out\nphoto", fontsize=8)
+    axes[0, 0].set_ylabel("held-out\nimage", fontsize=8)
     axes[1, 0].set_ylabel("tokenizer\nreconstruction", fontsize=8)
-    fig.suptitle(f"{prior.name}: tinyimagenet-val reconstructions (64 px, all {prior.num_scales} scales), PSNR per image",
+    fig.suptitle(f"{prior.name}: {held_out_set(prior)} reconstructions (64 px, all {prior.num_scales} scales), PSNR per image",
                  fontsize=9)
     _save(fig, out, "reconstructions")
 
@@ -102,7 +108,8 @@ def coarse_to_fine_figure(prior: Prior, metrics: Dict, out: Path) -> None:
     ax.set_xticks(range(1, len(curve) + 1))
     ax.set_xlabel("number of scales decoded (coarse to fine)")
     ax.set_ylabel("PSNR (dB)")
-    ax.set_title(f"Tokenizer coarse-to-fine PSNR, {tok['val_images']} tinyimagenet-val images", fontsize=9)
+    ax.set_title(f"{prior.name} tokenizer coarse-to-fine PSNR, {tok['val_images']} {held_out_set(prior)} images",
+                 fontsize=9)
     ax.set_ylim(min(curve) - 1, max(curve) + 2.5)
     ax.grid(alpha=0.3)
     _save(fig, out, "coarse_to_fine")
@@ -149,7 +156,7 @@ def training_curves_figure(run: Path, out: Path, transformer_device: str = "2-co
     _save(fig, out, "training_curves")
 
 
-def nll_figure(metrics: Dict, out: Path) -> None:
+def nll_figure(metrics: Dict, out: Path, images: str = "tinyimagenet-val") -> None:
     m = metrics["transformer"]
     pn = m["scales"]
     xs = np.arange(len(pn))
@@ -164,7 +171,7 @@ def nll_figure(metrics: Dict, out: Path) -> None:
     for a, yl in zip(axes, ("held-out NLL (nats/token)", "held-out top-1 accuracy (%)")):
         a.set_xticks(xs); a.set_xticklabels([f"{p}x{p}" for p in pn]); a.set_xlabel("scale")
         a.set_ylabel(yl); a.grid(alpha=0.3); a.legend(fontsize=7)
-    fig.suptitle(f"Teacher-forced transformer metrics per scale, {m['val_images']} tinyimagenet-val images", fontsize=9)
+    fig.suptitle(f"Teacher-forced transformer metrics per scale, {m['val_images']} {images} images", fontsize=9)
     _save(fig, out, "transformer_nll")
 
 
@@ -198,6 +205,23 @@ def samples_figure(prior: Prior, out: Path, classes: Optional[List[int]] = None,
     axes[-1].set_title("class-agnostic (null class)", fontsize=7)
     fig.suptitle(f"{prior.name} samples (top-p 0.95, seed {seed}); each class fills {cols} columns x 2 rows", fontsize=8)
     _save(fig, out, "samples")
+
+
+def face_samples_figure(prior: Prior, diffusion_prior, out: Path, n: int = 16, seed: int = 0,
+                        cfg: float = 1.5, top_p: float = 0.95, steps: int = 50) -> None:
+    """``n`` unconditional samples of the VAR face prior (the face class, CFG ``cfg`` against the null class,
+    top-p ``top_p``) above ``n`` of the diffusion face prior (DDIM, ``steps`` network evaluations), one seed."""
+    g = torch.Generator().manual_seed(seed)
+    var = prior.sample(torch.zeros(n, dtype=torch.long), cfg=cfg, top_k=0, top_p=top_p, generator=g)
+    with torch.no_grad():
+        ddim = diffusion_prior.sample(n, steps=steps, generator=seed)
+    fig, axes = plt.subplots(2, 1, figsize=(0.85 * n / 2 + 1, 4.6))
+    _grid(axes[0], var, nrow=2)
+    axes[0].set_title(f"{prior.name} (VAR, {prior.num_scales} scales): cfg {cfg}, top-p {top_p}", fontsize=8)
+    _grid(axes[1], ddim.clamp(0, 1), nrow=2)
+    axes[1].set_title(f"{diffusion_prior.config.name} (diffusion): DDIM {steps} steps", fontsize=8)
+    fig.suptitle(f"Unconditional 64 px samples of the two face priors, seed {seed}", fontsize=9)
+    _save(fig, out, "face_samples")
 
 
 SCHEDULES = {
@@ -546,6 +570,8 @@ def main(argv=None) -> None:
                          "(python -m varlib.training tokenizer --init-weights ...) beside it")
     ap.add_argument("--ceiling", action="store_true",
                     help="only the tokenizer ceiling table: quantised against unquantised decoding of 500 held-out images")
+    ap.add_argument("--diffusion-prior", default=None,
+                    help="a diffusion prior whose unconditional samples go beside --prior's (face_samples.png)")
     ap.add_argument("--ablation", nargs="+", default=None, metavar="RUN",
                     help="only the tokenizer training-choice table: score these from-scratch tokenizer runs, the first "
                          "being the reference (make prior-ablation)")
@@ -570,8 +596,12 @@ def main(argv=None) -> None:
                                metrics.get("transformer", {}).get("steps"),
                                Path(a.decoder_run) if a.decoder_run else None,
                                metrics.get("tokenizer", {}).get("decoder_device", "GPU"))
-    nll_figure(metrics, out)
-    samples_figure(prior, out)
+    nll_figure(metrics, out, held_out_set(prior))
+    if a.diffusion_prior:
+        from .diffusion import load_diffusion_prior
+        face_samples_figure(prior, load_diffusion_prior(a.diffusion_prior), out)
+    else:
+        samples_figure(prior, out)
     if a.tradeoff or a.tradeoff_from_table:
         trained = dict(t.split("=", 1) for t in a.trained)
         trained = {next((k for k in SCHEDULES if k.split(" ")[0] == n), n): p for n, p in trained.items()}

@@ -348,13 +348,100 @@ def solve(y: torch.Tensor, operator, prior: Prior, settings: Union[str, Dict[str
         return _solve(y, op, prior, settings, return_samples, **overrides)
 
 
+def _class_labels(labels, batch: int) -> torch.Tensor:
+    """The ``class_labels`` setting as a (batch,) long tensor; -1 (class-agnostic) where None."""
+    if labels is None:
+        labels = torch.full((batch,), -1, dtype=torch.long)
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if labels.numel() == 1 and batch > 1:
+        labels = labels.expand(batch)
+    if labels.numel() != batch:
+        raise ValueError(f"class_labels has {labels.numel()} entries for a batch of {batch} measurements")
+    return labels
+
+
+def _scale_tokens(prior: Prior, st, logits: torch.Tensor, mask: Optional[torch.Tensor], injected: torch.Tensor,
+                  yS: torch.Tensor, operator, s: Dict[str, Any], generator) -> tuple:
+    """One scale's tokens (B*S, pn, pn), their soft codes (or None) and the decoder evaluations spent:
+    guided, then sampled / argmax; cells of a partial-injection ``mask`` keep the ``injected`` tokens."""
+    logits, evals = refine_logits(prior, logits, st.f_hat, st.si, yS, operator, s, generator, st.ratio)
+    if s["decode"] == "sample":
+        tokens = sample_tokens(logits, s["top_k"], s["top_p"], s["temperature"], generator)
+    else:  # argmax; with "soft" the argmax tokens are only the scale's record
+        tokens = logits.argmax(-1)
+    tokens = tokens.view(-1, st.patch_num, st.patch_num)
+    if mask is not None:
+        tokens = torch.where(mask, injected, tokens)
+    codes = soft_codes(prior, logits, float(s["temperature"]), tokens, mask) if s["decode"] == "soft" else None
+    return tokens, codes, evals
+
+
+def _generate(prior: Prior, st, yS: torch.Tensor, operator, s: Dict[str, Any], masks, init_tokens, generator,
+              samples: int) -> tuple:
+    """Run the stepper over every scale: fully injected scales take the initial estimate's tokens, the
+    others :func:`_scale_tokens`. Returns (measurement residual after each scale, decoder evaluations)."""
+    residuals: List[float] = []
+    evals = 0
+    try:
+        while not st.done:
+            si, logits, mask = st.si, st.logits(), masks[st.si]
+            injected = init_tokens[si].repeat(samples, 1, 1) if mask is not None else None
+            if mask is not None and bool(mask.all()):
+                tokens, codes = injected, None
+            else:
+                tokens, codes, ev = _scale_tokens(prior, st, logits, mask, injected, yS, operator, s, generator)
+                evals += ev
+            st.commit(tokens, codes)
+            if s["track_residual"]:
+                residuals.append(float(_residual(prior.fhat_to_image(st.f_hat), yS, operator).mean()))
+                evals += 1
+    finally:
+        st.close()
+    return residuals, evals
+
+
+def _data_consistency(prior: Prior, f_hat: torch.Tensor, x_init: torch.Tensor, yS: torch.Tensor, operator,
+                      s: Dict[str, Any]) -> tuple:
+    """The image after the optional latent and pixel data-consistency steps: ((B*S, 3, H, W), decoder evals)."""
+    evals = 0
+    if s["dc_latent_steps"] > 0:
+        f_hat, evals = latent_data_consistency(prior, f_hat, yS, operator, int(s["dc_latent_steps"]),
+                                               float(s["dc_latent_lr"]), float(s["dc_latent_weight"]))
+    x = prior.fhat_to_image(f_hat)
+    evals += 1
+    if s["dc_pixel"]:
+        rho = s["dc_pixel_rho"]
+        if rho is None:
+            # trust the prior's output about as much as a measurement with the operator's noise
+            rho = max(float(getattr(operator, "noise_sigma", 0.025)), 1e-3) ** 2 * 100
+        samples = x.shape[0] // x_init.shape[0]
+        x = pixel_proximal(pixel_anchor(x, x_init.repeat(samples, 1, 1, 1), operator, s), yS, operator, float(rho),
+                           int(s["dc_pixel_iters"]))
+    return x, evals
+
+
+def _combine_samples(x: torch.Tensor, yS: torch.Tensor, operator, s: Dict[str, Any], batch: int) -> tuple:
+    """(image (B, 3, H, W), samples (S, B, 3, H, W), per-pixel std or None) of the B*S decoded images: the
+    one sample, the mean (MMSE) or the sample of lowest residual (``select``)."""
+    S = x.shape[0] // batch
+    samples = x.view(S, batch, *x.shape[1:])
+    std = samples.std(0) if S > 1 else None
+    if S == 1:
+        image = samples[0]
+    elif s["select"] == "best":
+        best = _residual(x, yS, operator).view(S, batch).argmin(0)
+        image = samples[best, torch.arange(batch)]
+    else:
+        image = samples.mean(0)
+    return image, samples, std
+
+
 @torch.no_grad()
 def _solve(y: torch.Tensor, operator: Operator, prior: Prior, settings: Union[str, Dict[str, Any], None] = "default",
            return_samples: bool = False, **overrides) -> Result:
     """:func:`solve` on an adapted operator whose range check is already relaxed."""
     t0 = time.perf_counter()
-    task = operator.task or None
-    s = resolve_settings(settings, task, prior.num_scales, prior.name, **overrides)
+    s = resolve_settings(settings, operator.task or None, prior.num_scales, prior.name, **overrides)
     size = prior.image_size
     if tuple(operator.img_size) != (3, size, size):
         raise ValueError(f"operator is for images of shape {tuple(operator.img_size)} but the prior {prior.name!r} "
@@ -364,80 +451,21 @@ def _solve(y: torch.Tensor, operator: Operator, prior: Prior, settings: Union[st
     y = y.to(dev)
     B, S = y.shape[0], int(s["num_samples"])
     generator = torch.Generator(device=dev).manual_seed(int(s["seed"]))
-
     x_init = operator.init_estimate(y).clamp(0, 1)
     check_images(x_init, prior.image_size, "the operator's initial estimate")
     need_tokens = s["injection_depth"] > 0 or s["partial_injection_depth"] > 0
     init_tokens = prior.encode(x_init) if need_tokens else None
     decoder_evals = 1 if need_tokens else 0  # encoder pass counted with the decoder
-
-    # several samples are drawn as one batch of B * S
-    yS = y.repeat(S, *([1] * (y.ndim - 1)))
-    labels = s["class_labels"]
-    if labels is None:
-        labels = torch.full((B,), -1, dtype=torch.long)
-    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-    if labels.numel() == 1 and B > 1:
-        labels = labels.expand(B)
-    if labels.numel() != B:
-        raise ValueError(f"class_labels has {labels.numel()} entries for a batch of {B} measurements")
-    masks = injection_masks(prior, operator, s, B * S, dev)
-
+    yS = y.repeat(S, *([1] * (y.ndim - 1)))  # several samples are drawn as one batch of B * S
+    labels = _class_labels(s["class_labels"], B)
     st = prior.stepper(labels.repeat(S), cfg=float(s["cfg"]))
-    residuals: List[float] = []
-    try:
-        while not st.done:
-            si = st.si
-            logits = st.logits()
-            mask = masks[si]
-            codes = None
-            if mask is not None and bool(mask.all()):
-                tokens = init_tokens[si].repeat(S, 1, 1)
-            else:
-                logits, ev = refine_logits(prior, logits, st.f_hat, si, yS, operator, s, generator, st.ratio)
-                decoder_evals += ev
-                if s["decode"] == "sample":
-                    tokens = sample_tokens(logits, s["top_k"], s["top_p"], s["temperature"], generator)
-                else:  # argmax; with "soft" the argmax tokens are only the scale's record
-                    tokens = logits.argmax(-1)
-                tokens = tokens.view(B * S, st.patch_num, st.patch_num)
-                if mask is not None:
-                    tokens = torch.where(mask, init_tokens[si].repeat(S, 1, 1), tokens)
-                if s["decode"] == "soft":
-                    codes = soft_codes(prior, logits, float(s["temperature"]), tokens, mask)
-            st.commit(tokens, codes)
-            if s["track_residual"]:
-                residuals.append(float(_residual(prior.fhat_to_image(st.f_hat), yS, operator).mean()))
-                decoder_evals += 1
-    finally:
-        st.close()
-    f_hat = st.f_hat
-    if s["dc_latent_steps"] > 0:
-        f_hat, ev = latent_data_consistency(prior, f_hat, yS, operator, int(s["dc_latent_steps"]),
-                                            float(s["dc_latent_lr"]), float(s["dc_latent_weight"]))
-        decoder_evals += ev
-    x = prior.fhat_to_image(f_hat)
-    decoder_evals += 1
-    if s["dc_pixel"]:
-        rho = s["dc_pixel_rho"]
-        if rho is None:
-            # trust the prior's output about as much as a measurement with the operator's noise
-            rho = max(float(getattr(operator, "noise_sigma", 0.025)), 1e-3) ** 2 * 100
-        x = pixel_proximal(pixel_anchor(x, x_init.repeat(S, 1, 1, 1), operator, s), yS, operator, float(rho),
-                           int(s["dc_pixel_iters"]))
-    samples = x.view(S, B, *x.shape[1:])
-    res_per_sample = _residual(x, yS, operator).view(S, B)
-    std = samples.std(0) if S > 1 else None
-    if S == 1:
-        image = samples[0]
-    elif s["select"] == "best":
-        best = res_per_sample.argmin(0)
-        image = samples[best, torch.arange(B)]
-    else:
-        image = samples.mean(0)
+    residuals, evals = _generate(prior, st, yS, operator, s, injection_masks(prior, operator, s, B * S, dev),
+                                 init_tokens, generator, S)
+    x, dc_evals = _data_consistency(prior, st.f_hat, x_init, yS, operator, s)
+    image, samples, std = _combine_samples(x, yS, operator, s, B)
     tokens = [t.view(S, B, *t.shape[1:])[0] for t in st.tokens]
     return Result(image=image.clamp(0, 1), seconds=time.perf_counter() - t0, tokens=tokens,
                   residual_per_scale=residuals, transformer_evals=st.transformer_evals,
-                  decoder_evals=decoder_evals, std=std, samples=samples if return_samples else None,
+                  decoder_evals=decoder_evals + evals + dc_evals, std=std, samples=samples if return_samples else None,
                   extras={"settings": {k: v for k, v in s.items() if k != "class_labels"},
                           "final_residual": _residual(image, y, operator).tolist()})

@@ -112,9 +112,72 @@ def _borrow(task: str, tuned: Dict[str, Any]) -> Any:
     return tuned[(same or list(tuned))[0]]
 
 
+def _search(method: str, task: str, base: Dict[str, Any], trial) -> Dict[str, Any]:
+    """The coordinate search of one method on one task from ``base``; ``trial(settings)`` scores a setting."""
+    if method == "tv":
+        return max(({**base, "lam": v} for v in TV_LAMS), key=trial)
+    if method == "pnp-bm3d":
+        best = max(({**base, "lam": v} for v in PNP_LAMS), key=trial)
+        best = max(({**best, "sigma_den": v} for v in PNP_SIGMA_DENS), key=trial)
+        if task.startswith("inpaint"):
+            best = max(({**best, "sigma_max": v} for v in PNP_SIGMA_MAXS), key=trial)
+        return best
+    if method == "diffpir":
+        best = max(({**base, "lambda_": v} for v in DIFFPIR_LAMBDAS), key=trial)
+        return max(({**best, "zeta": v} for v in DIFFPIR_ZETAS), key=trial)
+    if method == "dps":
+        return max(({**base, "weight": v} for v in DPS_WEIGHTS), key=trial)
+    raise ValueError(f"tuning is implemented for tv, pnp-bm3d, dps and diffpir, not {method!r}")
+
+
+def _start_settings(method: str, task: str) -> Dict[str, Any]:
+    if method in DIFFUSION_METHODS:
+        from .diffusion.solvers import embedded_settings
+        return embedded_settings(method, task)
+    return bl.baseline_settings(method, task)
+
+
+class _Trials:
+    """Scores settings of one method on one task, reading and appending the resumable trial file."""
+
+    def __init__(self, method, task, x, y, op, dprior, names, image_size, seed, cache, path: Path, log):
+        self.method, self.task, self.x, self.y, self.op, self.dprior = method, task, x, y, op, dprior
+        self.ident, self.cache, self.path, self.log = (names, image_size, seed, float(op.noise_sigma)), cache, path, log
+        self.tried: Dict[str, Dict[str, Any]] = {}
+
+    def __call__(self, s: Dict[str, Any]) -> float:
+        key = json.dumps(s, sort_keys=True)
+        tid = json.dumps([self.method, self.task, key, *self.ident])
+        if key not in self.tried:
+            if tid in self.cache:
+                self.tried[key] = self.cache[tid]
+            else:
+                self.tried[key] = evaluate(self.method, s, self.x, self.y, self.op, self.dprior)
+                with open(self.path, "a") as f:
+                    f.write(json.dumps({"id": tid, "result": self.tried[key]}) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            r = self.tried[key]
+            self.log(f"[{self.task}] {self.method} {key}: {r['psnr_mean']:.2f} dB ({r['seconds_per_image']:.2f} s/image)")
+        return self.tried[key]["psnr_mean"]
+
+
+def _write_outputs(out: Path, name: str, rows: List[Dict], names: List[str], image_size: int, seed: int,
+                   chosen: Dict) -> None:
+    import pandas as pd
+    df = pd.DataFrame(rows)
+    df.insert(2, "images", len(names))
+    df["image_set"] = "tinyimagenet-train shard 0 (one image per class, classes evenly spaced)"
+    atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))
+    atomic_write_text(out / f"{name}_chosen.json", json.dumps({"images": names, "image_size": image_size,
+                                                               "seed": seed, "chosen": chosen}, indent=2))
+
+
 def tune(methods: List[str], tasks: List[str], n_images: int, out: Path, image_size: int = 64,
          seed: int = 0, log=print, name: str = "baselines", dps_tasks: Optional[List[str]] = None,
          diffusion_prior: str = "tiny64-diffusion") -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """Search each method's per-task settings (:func:`_search`) on ``n_images`` training images; writes
+    ``<out>/<name>.csv`` and ``<out>/<name>_chosen.json`` and returns ``{method: {task: settings}}``."""
     from .operators import make_operator
 
     x, names = tuning_images(n_images, image_size)
@@ -135,62 +198,21 @@ def tune(methods: List[str], tasks: List[str], n_images: int, out: Path, image_s
                          psnr_std=float(init_p.std()), seconds_per_image=0.0, chosen=True))
         log(f"[{task}] init {init_p.mean():.2f} dB")
         for method in methods:
-            tried: Dict[str, Dict[str, Any]] = {}
-
-            def trial(s):
-                key = json.dumps(s, sort_keys=True)
-                tid = json.dumps([method, task, key, names, image_size, seed, float(op.noise_sigma)])
-                if key not in tried:
-                    if tid in cache:
-                        tried[key] = cache[tid]
-                    else:
-                        tried[key] = evaluate(method, s, x, y, op, dprior)
-                        with open(trials_path, "a") as f:
-                            f.write(json.dumps({"id": tid, "result": tried[key]}) + "\n")
-                            f.flush()
-                            os.fsync(f.fileno())
-                    log(f"[{task}] {method} {key}: {tried[key]['psnr_mean']:.2f} dB "
-                        f"({tried[key]['seconds_per_image']:.2f} s/image)")
-                return tried[key]["psnr_mean"]
-
-            if method in DIFFUSION_METHODS:
-                from .diffusion.solvers import embedded_settings
-                base = embedded_settings(method, task)
-            else:
-                base = bl.baseline_settings(method, task)
             if method == "dps" and dps_tasks is not None and task not in dps_tasks:
                 continue  # filled in below from a tuned task
-            if method == "tv":
-                best = max(({**base, "lam": v} for v in TV_LAMS), key=trial)
-            elif method == "pnp-bm3d":
-                best = max(({**base, "lam": v} for v in PNP_LAMS), key=trial)
-                best = max(({**best, "sigma_den": v} for v in PNP_SIGMA_DENS), key=trial)
-                if task.startswith("inpaint"):
-                    best = max(({**best, "sigma_max": v} for v in PNP_SIGMA_MAXS), key=trial)
-            elif method == "diffpir":
-                best = max(({**base, "lambda_": v} for v in DIFFPIR_LAMBDAS), key=trial)
-                best = max(({**best, "zeta": v} for v in DIFFPIR_ZETAS), key=trial)
-            elif method == "dps":
-                best = max(({**base, "weight": v} for v in DPS_WEIGHTS), key=trial)
-            else:
-                raise ValueError(f"tuning is implemented for tv, pnp-bm3d, dps and diffpir, not {method!r}")
+            trial = _Trials(method, task, x, y, op, dprior, names, image_size, seed, cache, trials_path, log)
+            best = _search(method, task, _start_settings(method, task), trial)
             chosen[method][task] = best
             best_key = json.dumps(best, sort_keys=True)
-            for key, r in tried.items():
-                rows.append(dict(method=method, task=task, settings=key, **r, chosen=key == best_key))
+            rows.extend(dict(method=method, task=task, settings=key, **r, chosen=key == best_key)
+                        for key, r in trial.tried.items())
             log(f"[{task}] {method} chosen {best_key}")
     if "dps" in methods and dps_tasks is not None and chosen["dps"]:
         for task in tasks:
             if task not in chosen["dps"]:
                 chosen["dps"][task] = dict(_borrow(task, {t: chosen["dps"][t] for t in dps_tasks if t in chosen["dps"]}))
                 log(f"[{task}] dps not searched; takes {chosen['dps'][task]} from a tuned task")
-    import pandas as pd
-    df = pd.DataFrame(rows)
-    df.insert(2, "images", len(names))
-    df["image_set"] = "tinyimagenet-train shard 0 (one image per class, classes evenly spaced)"
-    atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))
-    atomic_write_text(out / f"{name}_chosen.json", json.dumps({"images": names, "image_size": image_size,
-                                                               "seed": seed, "chosen": chosen}, indent=2))
+    _write_outputs(out, name, rows, names, image_size, seed, chosen)
     return chosen
 
 
