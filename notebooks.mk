@@ -5,6 +5,7 @@
 #                                     one notebook (and what it needs)
 #   make report                       HTML of every executed notebook in $(RESULTS)/html/
 #   make smoke                        `all` with params/smoke.yaml (results/smoke/)
+#   make all PARAMS=... LIMIT=N       the same on the first N images only
 #   make screenshots                  PNG screenshots of the HTML reports (headless chromium)
 #
 # An executed notebook $(RESULTS)/notebooks/NN_x.ipynb depends on its source notebook, the params
@@ -19,6 +20,9 @@
 # blank line papermill adds after each output, its begin/end marker of every cell, and the
 # placeholder text of figures, images and Markdown; papermill's own progress bar is off.
 
+# LIMIT=N: every notebook on the first N images of the params' set (and of its ablation set)
+LIMIT ?=
+NB_LIMIT := $(if $(LIMIT),-p limit $(LIMIT))
 NOTEBOOKS := 01_benchmark 02_ablation_injection 03_ablation_guidance 04_runtime 05_report
 NB_OUT := $(RESULTS)/notebooks
 NB_HTML := $(RESULTS)/html
@@ -59,7 +63,7 @@ $(NOTEBOOKS:%=$(NB_OUT)/%.ipynb): $(NB_OUT)/%.ipynb: notebooks/%.ipynb $(STUDY_D
 	@mkdir -p $(NB_TMP)
 	@rm -f $(NB_TMP)/$*.ipynb
 	@echo "== $* ($(PARAMS) -> $(RESULTS))"
-	@set -o pipefail; $(PAPERMILL) $< $(NB_TMP)/$*.ipynb -p params_file $(PARAMS) -p run $(RUN) 2>&1 | $(NB_LOG_FILTER) \
+	@set -o pipefail; $(PAPERMILL) $< $(NB_TMP)/$*.ipynb -p params_file $(PARAMS) -p run $(RUN) $(NB_LIMIT) 2>&1 | $(NB_LOG_FILTER) \
 	  || { echo "!! notebook $* failed (traceback above); partial notebook: $(NB_TMP)/$*.ipynb" >&2; exit 1; }
 	@mkdir -p $(@D) && mv -f $(NB_TMP)/$*.ipynb $@
 

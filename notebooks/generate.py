@@ -84,6 +84,12 @@ if unc is None:
 else:
     display(Markdown(unc.to_markdown(index=False)))
     study.uncertainty_figure(df, P, image=g.get("image"), task=g.get("task"))"""),
+        md("""
+The samples themselves for the gallery image and task (drawn again: the benchmark keeps only their mean
+and standard deviation)."""),
+        code("""
+if study.posterior_samples_figure(P, image=g.get("image"), task=g.get("task", "inpaint_box")) is None:
+    print("no method with several samples (num_samples > 1) in this run")"""),
     ],
     "02_ablation_injection": head("Ablation: injection depth", """
 How many of the prior's coarse scales are taken from the tokenised initial estimate (hard token

@@ -102,8 +102,9 @@ TUNED_SETTINGS_FILE = Path(__file__).resolve().parent / "tuned_settings.json"
 NEUTRAL_SETTINGS: Dict[str, Any] = {"dc_pixel_prior_weight": 1.0, "dc_pixel_hole": "blend"}
 
 
-# priors that share another's tokenizer and architecture use its tuned settings unless tuned themselves
-TUNED_SETTINGS_FALLBACK = {"tiny64-gpu": "tiny64"}
+# priors that share another's tokenizer architecture (faces64: a continuation of tiny64's) use its tuned settings
+# unless tuned themselves
+TUNED_SETTINGS_FALLBACK = {"tiny64-gpu": "tiny64", "faces64": "tiny64"}
 
 
 def task_defaults(prior_name: Optional[str], task: Optional[str]) -> Dict[str, Any]:

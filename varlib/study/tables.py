@@ -280,6 +280,15 @@ def metric_table(df: pd.DataFrame, metric: str, params: Optional[Mapping[str, An
     return numbers, display
 
 
+def _subset_note(df: pd.DataFrame, n_images: Optional[int]) -> str:
+    """``" (dps: first 10)"`` for the methods that ran on fewer images than the set (a ``limit``); else ""."""
+    if n_images is None or "method" not in df.columns:
+        return ""
+    counts = df.groupby("method", sort=False)["image"].nunique()
+    fewer = [f"{m}: first {int(n)}" for m, n in counts.items() if n < n_images]
+    return f" ({', '.join(fewer)})" if fewer else ""
+
+
 def main_tables(df: pd.DataFrame, params: Mapping[str, Any],
                 metrics: Sequence[str] = ("psnr", "ssim", "lpips", "seconds")) -> Dict[str, pd.DataFrame]:
     """Write ``main_<metric>`` tables (mean ± std over images, per method x task) and
@@ -292,8 +301,8 @@ def main_tables(df: pd.DataFrame, params: Mapping[str, Any],
             continue
         numbers, display = metric_table(df, metric, params)
         label, higher = METRICS[metric]
-        cap = (f"{label}, mean ± std over {plural(n_images, 'image')} per task ({'higher' if higher else 'lower'} "
-               f"is better; best in bold). Run {params['run']}, prior {params.get('prior', '?')}, "
+        cap = (f"{label}, mean ± std over {plural(n_images, 'image')} per task{_subset_note(df, n_images)} "
+               f"({'higher' if higher else 'lower'} is better; best in bold). Run {params['run']}, prior {params.get('prior', '?')}, "
                f"{params['images'].get('image_size', '?')} px, images {params['images'].get('set')}.")
         save_table(numbers, f"main_{metric}", params, display=display, caption=cap)
         out[metric] = display

@@ -152,3 +152,51 @@ def uncertainty_figure(df: pd.DataFrame, params: Mapping[str, Any], image: Optio
                  f"{r['image']}, {TASK_TITLES.get(r['task'], r['task'])}", fontsize=11)
     save_figure(fig, name, params)
     return fig
+
+
+def posterior_samples_figure(params: Mapping[str, Any], method: Optional[str] = None, image: Optional[str] = None,
+                             task: str = "inpaint_box", name: str = "posterior_samples"):
+    """The samples of one measurement, drawn again (the benchmark keeps only their mean and std): ground
+    truth, measurement, every sample of the params' first VAR entry with ``num_samples > 1`` (or
+    ``method``), their mean and per-pixel std. ``image``: a name of the set (default its first image).
+    Returns the figure, or None when the run has no such method."""
+    from ..data import load_images
+    from ..operators import make_operator
+    from ..prior import load_prior
+    from ..solver import solve
+    from .methods import method_specs
+
+    specs = [s for s in method_specs(params) if s.kind == "var" and int(s.settings.get("num_samples", 1)) > 1
+             and method in (None, s.label)]
+    if not specs:
+        return None
+    spec, im = specs[0], params["images"]
+    x, names = load_images(im["set"], im["image_size"], limit=im["limit"], with_names=True)
+    i = names.index(image) if image in names else 0
+    op = make_operator(task, im["image_size"], seed=params["seed"], noise_sigma=params["noise_sigma"])
+    y = op.measure(x[i:i + 1], indices=[i])  # the benchmark's measurement of this image
+    prior = load_prior(str(params["prior"]))
+    settings = spec.method.resolve(spec.settings, task, str(params["prior"]))
+    res = solve(y, op, prior, spec.method.target, return_samples=True, **{"seed": params["seed"], **settings})
+    samples = res.samples[:, 0].clamp(0, 1)
+    plt, _ = themed_pyplot()
+    n = samples.shape[0]
+    fig, axes = plt.subplots(2, max(n // 2, 2) + 2, figsize=(2.0 * (max(n // 2, 2) + 2), 4.4))
+    show = lambda a, img, title: (a.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest"),
+                                  a.set_title(title, fontsize=8))
+    show(axes[0, 0], x[i], "ground truth")
+    show(axes[1, 0], op.init_estimate(y)[0].clamp(0, 1), "initial estimate")
+    per_row = max(n // 2, 2)
+    for k in range(n):
+        show(axes[k // per_row, 1 + k % per_row], samples[k], f"sample {k + 1}")
+    show(axes[0, -1], res.image[0], "mean of the samples")
+    sd = samples.std(0).mean(0).numpy()
+    im_sd = axes[1, -1].imshow(sd, cmap="magma", vmin=0, interpolation="nearest")
+    axes[1, -1].set_title("per-pixel std", fontsize=8)
+    fig.colorbar(im_sd, ax=axes[1, -1], fraction=0.046, pad=0.03).set_label("[0, 1] scale, RGB mean", fontsize=7)
+    for a in axes.flat:
+        a.axis("off")
+    fig.suptitle(f"{spec.label}: {n} posterior samples of {names[i]}, {TASK_TITLES.get(task, task)} "
+                 f"(prior {params['prior']})", fontsize=10)
+    save_figure(fig, name, params)
+    return fig
