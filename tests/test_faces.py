@@ -158,3 +158,29 @@ def test_two_step_face_training_runs_and_resumes(tmp_path):
     main(["transformer", "--steps", "2", *common])
     tr = torch.load(out / "transformer_ckpt.pt", weights_only=False)
     assert tr["step"] == 2 and tr["init_weights"] == "tiny64"
+
+
+@needs_faces64
+def test_a_corrupted_faces64_names_its_make_target(tmp_path):
+    import shutil
+
+    from varlib.prior import load_prior
+    d = tmp_path / "faces64"
+    shutil.copytree(FACES64, d)
+    raw = bytearray((d / "tokenizer.safetensors").read_bytes())
+    raw[-10] ^= 0xFF
+    (d / "tokenizer.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="tokenizer.safetensors.*make prior-faces"):
+        load_prior(d)
+
+
+@pytest.mark.skipif(not (PACKAGE_WEIGHTS / "faces64-diffusion" / "SHA256SUMS").exists(),
+                    reason="faces64-diffusion is not exported (make diffusion-prior-faces)")
+def test_faces64_diffusion_loads_offline_and_samples_deterministically():
+    from varlib.diffusion import load_diffusion_prior
+    folder = PACKAGE_WEIGHTS / "faces64-diffusion"
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 25 * 2 ** 20
+    prior = load_diffusion_prior("faces64-diffusion")
+    a, b = prior.sample(2, steps=5, generator=0), prior.sample(2, steps=5, generator=0)
+    assert torch.equal(a, b) and a.shape == (2, 3, 64, 64)
+    assert "celeba-train" in (folder / "MODEL_CARD.md").read_text()
