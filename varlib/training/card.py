@@ -90,8 +90,9 @@ def transformer_card_lines(tr: Dict) -> List[str]:
     holdout = "" if "holdout" not in tr else fill(
         "transformer_holdout", device=tr.get("device", "cpu"), steps_run=tr.get("steps_run", tr["steps"]),
         holdout=tr["holdout"], holdout_nll=f"{tr['holdout_nll']:.3f}")
+    init = fill("transformer_init", init_weights=tr["init_weights"]) if tr.get("init_weights") else ""
     return [fill("transformer", steps=tr["steps"], batch=tr.get("batch", 32), lr=f"{tr.get('lr', 1e-3):g}",
-                 minutes=_minutes(tr["train_wall_s"], 1), holdout=holdout)]
+                 minutes=_minutes(tr["train_wall_s"], 1), holdout=holdout, init=init)]
 
 
 def _hardware(tk: Dict, tr: Dict, machine: str) -> str:
