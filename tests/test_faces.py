@@ -184,3 +184,20 @@ def test_faces64_diffusion_loads_offline_and_samples_deterministically():
     a, b = prior.sample(2, steps=5, generator=0), prior.sample(2, steps=5, generator=0)
     assert torch.equal(a, b) and a.shape == (2, 3, 64, 64)
     assert "celeba-train" in (folder / "MODEL_CARD.md").read_text()
+
+
+def test_diffusion_weights_file_is_a_function_of_the_weights(tmp_path):
+    """safetensors writes metadata keys in hash order, which changes per process: the export sorts them."""
+    from safetensors.torch import save_file
+
+    from varlib.diffusion.model import _sort_safetensors_metadata
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.ones(3)}, str(path), metadata={"name": "x", "format": "varlib-diffusion", "b": "1"})
+    size = path.stat().st_size
+    _sort_safetensors_metadata(path)
+    raw = path.read_bytes()
+    assert path.stat().st_size == size
+    assert raw[8:].startswith(b'{"__metadata__":{"b":"1","format":"varlib-diffusion","name":"x"},"a":')
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        assert torch.equal(f.get_tensor("a"), torch.ones(3))

@@ -203,9 +203,7 @@ def model_card(prior: DiffusionPrior, training: Optional[Dict[str, Any]] = None)
     lines += [
         "",
         "## Data and intended use",
-        "Tiny ImageNet training split (`tinyimagenet-train`, 64 px, the VAR prior's training data), random",
-        "horizontal flips. Research baseline for the VAR-versus-diffusion comparison of varlib; not a",
-        "general-purpose generative model. It has never seen the validation or test images.",
+        *(FACE_DATA_LINES if prior.config.name.startswith("faces") else TINY_DATA_LINES),
         "",
     ]
     return "\n".join(lines)
@@ -230,6 +228,7 @@ def save_diffusion_prior(prior: DiffusionPrior, path: Union[str, os.PathLike], h
     tmp = {"model.safetensors": path / "model.safetensors.tmp", "config.json": path / "config.json.tmp",
            "MODEL_CARD.md": path / "MODEL_CARD.md.tmp"}
     save_file(state, str(tmp["model.safetensors"]), metadata={"format": "varlib-diffusion", "name": prior.config.name})
+    _sort_safetensors_metadata(tmp["model.safetensors"])
     size = tmp["model.safetensors"].stat().st_size
     if max_bytes is not None and size > max_bytes:
         tmp["model.safetensors"].unlink()
@@ -247,6 +246,33 @@ def _missing_message(path: Path, name: str) -> str:
     return (f"the diffusion prior {name!r} is not built: {path} holds no weights. Build it with "
             f"`{TRAIN_COMMAND.format(steps='N')}` (trains in runs/diffusion64, resumable, then exports to {path}; "
             "see docs/prior.md for the step count and the CPU time it takes)")
+
+
+def _sort_safetensors_metadata(path: Path) -> None:
+    """Rewrite the ``__metadata__`` of a safetensors header with sorted keys, in place. safetensors writes
+    them in hash order, which changes from one process to the next, so the same weights would get another
+    sha256; sorted keys (the same number of bytes) make the file a function of the weights."""
+    raw = bytearray(Path(path).read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    if meta is None:
+        return
+    text = json.dumps({"__metadata__": dict(sorted(meta.items())), **header}, separators=(",", ":")).encode()
+    if len(text) > n:
+        raise ValueError(f"{path}: the re-ordered safetensors header does not fit its {n} bytes")
+    raw[8:8 + n] = text + b" " * (n - len(text))
+    Path(path).write_bytes(bytes(raw))
+
+
+TINY_DATA_LINES = (
+    "Tiny ImageNet training split (`tinyimagenet-train`, 64 px, the VAR prior's training data), random",
+    "horizontal flips. Research baseline for the VAR-versus-diffusion comparison of varlib; not a",
+    "general-purpose generative model. It has never seen the validation or test images.")
+FACE_DATA_LINES = (
+    "Aligned CelebA training faces (`celeba-train`, files 000001-009000, 64 px; the face VAR prior's training",
+    "data), random horizontal flips. Research baseline for the VAR-versus-diffusion comparison of varlib on",
+    "faces; not a general-purpose generative model. It has never seen the held-out faces (`celeba-val`).")
 
 
 def load_diffusion_prior(name_or_path: Union[str, os.PathLike] = "tiny64-diffusion", device="cpu",

@@ -178,6 +178,8 @@ def export(out: Path, dest: Path) -> Path:
         cmd += " --shards " + ",".join(str(v) for v in hp["shards"])
     if hp.get("limit"):
         cmd += f" --limit {hp['limit']}"
+    if hp.get("warmup", 200) != 200:
+        cmd += f" --warmup {hp['warmup']}"
     if hp.get("init_weights"):
         cmd += f" --init-weights {hp['init_weights']}"
     training = {"data": f"{hp.get('data', 'tinyimagenet-train')}, random horizontal flips",
