@@ -15,7 +15,7 @@ ifeq ($(origin VARLIB_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: results-doc all test venv prior prior-faces diffusion-prior-faces prior-gpu prior-gpu-carry prior-gpu-export prior-report-gpu prior-levers prior-ablation diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
+.PHONY: results-doc all test venv prior prior-faces diffusion-prior-faces prior-report-faces prior-gpu prior-gpu-carry prior-gpu-export prior-report-gpu prior-levers prior-ablation diffusion-prior diffusion-report lab clean-results report figures operators-figure prior-report bench
 .DEFAULT_GOAL := help
 
 help:
@@ -66,6 +66,11 @@ prior: $(VENV)/.stamp
 # is one thread, so the two run side by side on a 2-core CPU: `make -j2 prior-faces diffusion-prior-faces`.
 prior-faces: $(VENV)/.stamp
 	$(PY) -m varlib.training all --config faces64 --out runs/faces64 --threads 1
+
+# figures of the face priors (results/prior/faces64): reconstructions, coarse-to-fine, curves, NLL, samples of both
+prior-report-faces: $(VENV)/.stamp
+	$(PY) -m varlib.prior_report --run runs/faces64 --prior faces64 --diffusion-prior faces64-diffusion \
+	  --out results/prior/faces64
 
 FACES_DIFFUSION_STEPS ?= 1000
 diffusion-prior-faces: $(VENV)/.stamp
