@@ -389,6 +389,9 @@ def test_tuned_settings_fall_back_to_the_prior_sharing_the_tokenizer(tmp_path, m
     path.write_text(json.dumps(table))
     assert solver.resolve_settings("default", "sr4", 5, "tiny64-gpu")["injection_depth"] == 3
     assert solver.resolve_settings("default", "sr4", 5, "test")["injection_depth"] != 4  # no fallback
+    table["tiny64"]["gaussian_blur"] = {"injection_depth": 2}  # a task the prior was not tuned on
+    path.write_text(json.dumps(table))
+    assert solver.resolve_settings("default", "gaussian_blur", 5, "tiny64-gpu")["injection_depth"] == 2
 
 
 def test_crop_schedule_and_random_crops():

@@ -71,3 +71,26 @@ def test_a_partial_search_sweeps_only_the_named_keys(tmp_path, monkeypatch):
     assert table["_notes"]["tiny-test"].startswith("first search; then dc_pixel_prior_weight chosen")
     with pytest.raises(SystemExit):
         tune.main(["--prior", "tiny-test", "--keys", "guidance", "--out", str(tmp_path / "out")])
+
+
+def test_a_prior_tuned_from_its_fallback_records_the_values_it_was_scored_with(tmp_path, monkeypatch):
+    """A prior without tuned values starts from those of the prior it shares a tokenizer with; the values
+    it records include that prior's unswept ones (e.g. latent steps), which its trials ran with."""
+    torch.manual_seed(0)
+    prior = build_prior("test")
+    prior.name = "tiny-test"
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)),
+                                        size=(16, 16), mode="bilinear")
+    settings_file = tmp_path / "tuned.json"
+    settings_file.write_text(json.dumps({"base-test": {"sr4": {"dc_latent_steps": 2, "dc_latent_lr": 0.05}}}))
+    monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FALLBACK", {"tiny-test": "base-test"})
+    monkeypatch.setattr(tune, "load_prior", lambda name: prior)
+    monkeypatch.setattr(tune, "tuning_images",
+                        lambda n, image_set=None: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "sr4", "--out", str(tmp_path / "out"),
+               "--keys", "dc_pixel_prior_weight"])
+    chosen = json.loads(settings_file.read_text())["tiny-test"]["sr4"]
+    assert chosen["dc_latent_steps"] == 2 and chosen["dc_latent_lr"] == 0.05
+    assert "dc_pixel_prior_weight" in chosen

@@ -112,7 +112,7 @@ def task_defaults(prior_name: Optional[str], task: Optional[str]) -> Dict[str, A
         return {}
     table = json.loads(TUNED_SETTINGS_FILE.read_text())
     name = prior_name or ""
-    if name not in table:
+    if task not in table.get(name, {}):  # not tuned for this task: the prior it shares a tokenizer with
         name = TUNED_SETTINGS_FALLBACK.get(name, name)
     return dict(table.get(name, {}).get(task, {}))
 

@@ -28,7 +28,7 @@ from .io import atomic_write_text
 from .metrics import psnr
 from .operators import TASKS, make_operator
 from .prior import load_prior
-from .solver import TUNED_SETTINGS_FILE, resolve_settings, solve
+from .solver import TUNED_SETTINGS_FILE, resolve_settings, solve, task_defaults
 
 # swept in this order; each list holds the candidate values
 # ("all-1" = every scale of the prior's schedule but the last): the solver is injection *then*
@@ -133,7 +133,8 @@ def search_task(prior, x, labels, task: str, keys: List[str], rows: List[Dict]) 
         best[key] = max(scores, key=scores.get)
         best_score = scores[best[key]]
         print(f"{task}: {key} -> {best[key]} ({scores[best[key]]:.2f} dB; tried {scores})", flush=True)
-    return {k: v for k, v in best.items() if k != "base"}
+    # the prior's (or its fallback's) values of the keys not swept stay part of what was scored
+    return {**task_defaults(prior.name, task), **{k: v for k, v in best.items() if k != "base"}}
 
 
 def record(prior_name: str, chosen: Dict[str, Dict], note: str, partial: bool) -> None:
