@@ -65,16 +65,11 @@ def class_block_order(num_classes: int, per_class: int) -> torch.Tensor:
     return torch.tensor([k * per_class + r * cols + j for r in range(2) for k in range(num_classes) for j in range(cols)])
 
 
-def held_out_set(prior: Prior) -> str:
-    """The held-out image set a shipped prior is measured on: ``celeba-val`` or ``tinyimagenet-val``."""
-    from .training.common import training_data
-    return "celeba-val" if training_data(prior.name) == "celeba" else "tinyimagenet-val"
-
-
 def reconstructions_figure(prior: Prior, out: Path, n: int = 8) -> None:
     from .data import load_images
-    from .training import psnr_batch
-    x, names = load_images(held_out_set(prior), prior.image_size, limit=n, with_names=True)
+    from .training import image_set_of, psnr_batch
+    held_out = image_set_of(prior.name, "val")
+    x, names = load_images(held_out, prior.image_size, limit=n, with_names=True)
     rec = prior.reconstruct(x)
     p = psnr_batch(rec, x)
     fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.6))
@@ -86,12 +81,13 @@ def reconstructions_figure(prior: Prior, out: Path, n: int = 8) -> None:
             a.set_xticks([]); a.set_yticks([])
     axes[0, 0].set_ylabel("held-out\nimage", fontsize=8)
     axes[1, 0].set_ylabel("tokenizer\nreconstruction", fontsize=8)
-    fig.suptitle(f"{prior.name}: {held_out_set(prior)} reconstructions (64 px, all {prior.num_scales} scales), PSNR per image",
+    fig.suptitle(f"{prior.name}: {held_out} reconstructions (64 px, all {prior.num_scales} scales), PSNR per image",
                  fontsize=9)
     _save(fig, out, "reconstructions")
 
 
 def coarse_to_fine_figure(prior: Prior, metrics: Dict, out: Path) -> None:
+    from .training import image_set_of
     tok = metrics["tokenizer"]
     curve = tok["psnr_per_scales"]
     pn = prior.patch_nums
@@ -108,7 +104,7 @@ def coarse_to_fine_figure(prior: Prior, metrics: Dict, out: Path) -> None:
     ax.set_xticks(range(1, len(curve) + 1))
     ax.set_xlabel("number of scales decoded (coarse to fine)")
     ax.set_ylabel("PSNR (dB)")
-    ax.set_title(f"{prior.name} tokenizer coarse-to-fine PSNR, {tok['val_images']} {held_out_set(prior)} images",
+    ax.set_title(f"{prior.name} tokenizer coarse-to-fine PSNR, {tok['val_images']} {image_set_of(prior.name, 'val')} images",
                  fontsize=9)
     ax.set_ylim(min(curve) - 1, max(curve) + 2.5)
     ax.grid(alpha=0.3)
@@ -596,7 +592,8 @@ def main(argv=None) -> None:
                                metrics.get("transformer", {}).get("steps"),
                                Path(a.decoder_run) if a.decoder_run else None,
                                metrics.get("tokenizer", {}).get("decoder_device", "GPU"))
-    nll_figure(metrics, out, held_out_set(prior))
+    from .training import image_set_of
+    nll_figure(metrics, out, image_set_of(prior.name, "val"))
     if a.diffusion_prior:
         from .diffusion import load_diffusion_prior
         face_samples_figure(prior, load_diffusion_prior(a.diffusion_prior), out)

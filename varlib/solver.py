@@ -290,6 +290,8 @@ def pixel_anchor(x_prior: torch.Tensor, x_init: torch.Tensor, operator, s: Dict[
     """The anchor of the pixel step: ``w x_prior + (1 - w) x_init`` (``dc_pixel_prior_weight`` w); with
     ``dc_pixel_hole="prior"`` and an inpainting operator, ``x_prior`` alone where no pixel is observed
     (there the pixel step is then the identity: the hole keeps what the prior painted). (B, 3, H, W)."""
+    if s["dc_pixel_hole"] not in ("blend", "prior"):
+        raise ValueError(f"dc_pixel_hole={s['dc_pixel_hole']!r}: use 'blend' or 'prior'")
     w = float(s["dc_pixel_prior_weight"])
     if w == 1.0:
         return x_prior
@@ -297,8 +299,6 @@ def pixel_anchor(x_prior: torch.Tensor, x_init: torch.Tensor, operator, s: Dict[
     observed = getattr(operator, "observed_mask", None)
     if s["dc_pixel_hole"] == "prior" and observed is not None:
         anchor = torch.where(observed.to(x_prior.device).bool().expand_as(x_prior), anchor, x_prior)
-    elif s["dc_pixel_hole"] not in ("blend", "prior"):
-        raise ValueError(f"dc_pixel_hole={s['dc_pixel_hole']!r}: use 'blend' or 'prior'")
     return anchor
 
 

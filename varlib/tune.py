@@ -47,6 +47,7 @@ INPAINT_SEARCH = {"partial_injection_depth": [0, "all"]}
 # swept last for inpainting: whether the pixel step keeps the prior's image in the hole
 INPAINT_LAST = {"dc_pixel_hole": ["blend", "prior"]}
 SEARCHABLE = (*INPAINT_SEARCH, *SEARCH, *INPAINT_LAST)
+TUNING_SETS = ("tinyimagenet-train", "celeba-train")
 
 
 def _candidate(value, num_scales: int):
@@ -73,23 +74,13 @@ def _moot(key: str, best: Dict, num_scales: int) -> bool:
 def tuning_images(n: int, image_set: str = "tinyimagenet-train"):
     """``n`` evenly spaced training images (B, 3, 64, 64) in [0, 1], their labels and names: from shard 2 of
     ``tinyimagenet-train``, or from ``celeba-train`` (files 000001-009000)."""
-    from .data import read_celeba, read_tinyimagenet
-    if image_set == "celeba-train":
-        x, names = read_celeba("train")
-        y = np.zeros(len(x), dtype=np.int64)
-    elif image_set == "tinyimagenet-train":
-        x, y, names = read_tinyimagenet("train", shards=[2])
-    else:
-        raise ValueError(f"tuning images come from a training split: 'tinyimagenet-train' or 'celeba-train', "
+    from .training.common import read_split
+    if image_set not in TUNING_SETS:
+        raise ValueError(f"tuning images come from a training split: {' or '.join(map(repr, TUNING_SETS))}, "
                          f"not {image_set!r}")
+    x, y, names = read_split(image_set.split("-")[0], "train", shards=[2])
     idx = np.linspace(0, len(x) - 1, n).round().astype(int)
     return torch.from_numpy(x[idx]).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(y[idx]), [names[i] for i in idx]
-
-
-def default_tuning_set(prior_name: str) -> str:
-    """The training split a prior is tuned on: the one it was trained on."""
-    from .training.common import training_data
-    return "celeba-train" if training_data(prior_name) == "celeba" else "tinyimagenet-train"
 
 
 def evaluate(prior, x, labels, task: str, settings: Dict, seed: int = 0) -> Dict:
@@ -153,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", default="tiny64")
     ap.add_argument("--images", type=int, default=8)
-    ap.add_argument("--image-set", default=None, choices=("tinyimagenet-train", "celeba-train"),
+    ap.add_argument("--image-set", default=None, choices=TUNING_SETS,
                     help="training split to tune on (default: the one the prior was trained on)")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--out", default="results/tuning")
@@ -172,7 +163,8 @@ def main(argv=None) -> None:
     if unknown:
         ap.error(f"unknown --keys {sorted(unknown)}; choose from {', '.join(SEARCHABLE)}")
     prior = load_prior(a.prior)
-    image_set = a.image_set or default_tuning_set(prior.name)
+    from .training.common import image_set_of
+    image_set = a.image_set or image_set_of(prior.name, "train")  # the split the prior was trained on
     x, labels, _ = tuning_images(a.images, image_set)
     labels = labels if a.use_labels else None
     out = Path(a.out)

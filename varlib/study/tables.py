@@ -295,13 +295,14 @@ def main_tables(df: pd.DataFrame, params: Mapping[str, Any],
     ``summary_long``; returns the display tables by metric (metrics without values are skipped)."""
     out = {}
     n_images = df["image"].nunique() if "image" in df.columns else None
+    subset = _subset_note(df, n_images)
     save_table(summary_long(df), "summary_long", params)
     for metric in metrics:
         if metric not in df.columns or pd.to_numeric(df[metric], errors="coerce").notna().sum() == 0:
             continue
         numbers, display = metric_table(df, metric, params)
         label, higher = METRICS[metric]
-        cap = (f"{label}, mean ± std over {plural(n_images, 'image')} per task{_subset_note(df, n_images)} "
+        cap = (f"{label}, mean ± std over {plural(n_images, 'image')} per task{subset} "
                f"({'higher' if higher else 'lower'} is better; best in bold). Run {params['run']}, prior {params.get('prior', '?')}, "
                f"{params['images'].get('image_size', '?')} px, images {params['images'].get('set')}.")
         save_table(numbers, f"main_{metric}", params, display=display, caption=cap)

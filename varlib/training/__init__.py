@@ -12,8 +12,8 @@
 See docs/prior.md.
 """
 from .card import decoder_card_lines, model_card, tokenizer_recipe_words, transformer_card_lines
-from .common import (SHARD_IMAGES, VAL_SLICE, CsvLog, WallBudget, batch_indices, load_train_images, load_val_images,
-                     lr_at, psnr_batch)
+from .common import (SHARD_IMAGES, VAL_SLICE, CsvLog, WallBudget, batch_indices, image_set_of, load_train_images,
+                     load_val_images, lr_at, psnr_batch, read_split, training_data)
 from .decoder import DECODER_PARTS, train_decoder
 from .evaluate import (class_unigram_baseline, class_unigram_nll, evaluate, evaluate_tokenizer, evaluate_transformer,
                        time_sampling)
@@ -26,7 +26,8 @@ from .tokens import pack_for_transfer, split_tokens, tokenize_split
 from .transformer import holdout_nll, token_nll, train_transformer
 
 __all__ = ["decoder_card_lines", "model_card", "tokenizer_recipe_words", "transformer_card_lines", "SHARD_IMAGES",
-           "VAL_SLICE", "CsvLog", "WallBudget", "batch_indices", "load_train_images", "load_val_images", "lr_at",
+           "VAL_SLICE", "CsvLog", "WallBudget", "batch_indices", "image_set_of", "load_train_images", "load_val_images",
+           "lr_at", "read_split", "training_data",
            "psnr_batch", "DECODER_PARTS", "train_decoder", "class_unigram_baseline", "class_unigram_nll", "evaluate",
            "evaluate_tokenizer", "evaluate_transformer", "time_sampling", "export", "token_map_fingerprint", "RECIPES",
            "recipe_crop", "assemble_prior", "init_from_weights", "load_tokenizer_from_ckpt", "seed_run",

@@ -111,34 +111,44 @@ def training_data(config_name: str) -> str:
     return TRAINING_DATA.get(config_name, "tinyimagenet")
 
 
+def image_set_of(config_name: str, split: str) -> str:
+    """The :func:`varlib.data.load_images` set of a configuration's ``split`` ("train" or "val"), e.g.
+    ``celeba-val`` for faces64, ``tinyimagenet-train`` for tiny64."""
+    return f"{training_data(config_name)}-{split}"
+
+
+def read_split(dataset: str, split: str, shards: Optional[List[int]] = None, limit: Optional[int] = None,
+               every: int = 1) -> tuple:
+    """(uint8 images (N, 64, 64, 3), int64 labels (N,), names) of a ``dataset``'s ``split``: Tiny ImageNet
+    (:func:`varlib.data.read_tinyimagenet`; ``shards`` and ``every`` apply to "train") or the CelebA faces
+    (:func:`varlib.data.read_celeba`; one class, label 0; ``shards`` ignored)."""
+    from ..data import read_celeba, read_tinyimagenet
+    if dataset == "celeba":
+        x, names = read_celeba(split, limit=limit, every=every)
+        return x, np.zeros(len(x), dtype=np.int64), names
+    if dataset == "tinyimagenet":
+        if split == "train":
+            return read_tinyimagenet("train", shards=shards, limit=limit, every=every)
+        return read_tinyimagenet(split, limit=limit)
+    raise ValueError(f"unknown training dataset {dataset!r}; use one of {', '.join(DATASETS)}")
+
+
+def _nchw(x: np.ndarray, y: np.ndarray) -> tuple:
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
+
+
 def load_train_images(shards: Optional[List[int]] = None, limit: Optional[int] = None, every: int = 1,
                       dataset: str = "tinyimagenet"):
     """(uint8 NCHW images, labels) of a training split: ``tinyimagenet-train`` (``shards``, ``limit``,
     ``every``: see :func:`varlib.data.read_tinyimagenet`) or, for ``dataset="celeba"``, the CelebA
-    training faces (:func:`varlib.data.read_celeba`; one class, label 0; ``shards`` ignored)."""
-    from ..data import read_celeba, read_tinyimagenet
-    if dataset == "celeba":
-        x, _ = read_celeba("train", limit=limit, every=every)
-        y = np.zeros(len(x), dtype=np.int64)
-    elif dataset == "tinyimagenet":
-        x, y, _ = read_tinyimagenet("train", shards=shards, limit=limit, every=every)
-    else:
-        raise ValueError(f"unknown training dataset {dataset!r}; use one of {', '.join(DATASETS)}")
-    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
+    training faces (:func:`read_split`)."""
+    return _nchw(*read_split(dataset, "train", shards, limit, every)[:2])
 
 
 def load_val_images(n: int = VAL_SLICE, dataset: str = "tinyimagenet"):
     """(uint8 NCHW images, labels) of the first ``n`` held-out images: ``tinyimagenet-val``, or the
     held-out CelebA faces (009001 on, label 0) for ``dataset="celeba"``."""
-    from ..data import read_celeba, read_tinyimagenet
-    if dataset == "celeba":
-        x, _ = read_celeba("val", limit=n)
-        y = np.zeros(len(x), dtype=np.int64)
-    elif dataset == "tinyimagenet":
-        x, y, _ = read_tinyimagenet("val", limit=n)
-    else:
-        raise ValueError(f"unknown training dataset {dataset!r}; use one of {', '.join(DATASETS)}")
-    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
+    return _nchw(*read_split(dataset, "val", limit=n)[:2])
 
 
 def batch_indices(n: int, step: int, batch: int, seed: int) -> np.ndarray:
