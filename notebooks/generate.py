@@ -56,7 +56,7 @@ resumes where it stopped.""") + [
         code("""
 df = study.run_benchmark(P)
 print(f"{len(df)} cases: {df['image'].nunique()} images x {df['task'].nunique()} tasks x {df['method'].nunique()} methods")
-df[["image", "task", "method", "psnr", "ssim", "lpips", "seconds", "network_evals"]].head(8)"""),
+df[["image", "task", "method", "psnr", "ssim", "haarpsi", "lpips", "seconds", "network_evals"]].head(8)"""),
         md("## Main tables\n\nMean ± std over images; best per task in bold. Written to `tables/main_<metric>.{csv,md,tex}`."),
         code("""
 tables = study.main_tables(df, P)
@@ -76,7 +76,9 @@ study.gallery_figure(df, P, rows="tasks", image=g.get("image"), name="gallery_ta
 
 For a method run with several samples per measurement, does the per-pixel standard deviation of the
 samples point at the pixels where their mean is wrong? Pearson and Spearman correlation between the
-two over all pixels of each image, and the mean error per decile of the standard deviation."""),
+two over all pixels of each image, the mean error per decile of the standard deviation, the coverage
+(share of pixel values within 2 std of the truth), and for inpainting the std inside the hole and on
+the observed pixels."""),
         code("""
 unc = study.uncertainty_table(df, P)
 if unc is None:
@@ -84,6 +86,12 @@ if unc is None:
 else:
     display(Markdown(unc.to_markdown(index=False)))
     study.uncertainty_figure(df, P, image=g.get("image"), task=g.get("task"))"""),
+        md("""
+The samples' mean (the MMSE estimate) against a single sample drawn with the same settings (present
+when the params have such an entry, e.g. `var-1sample` beside `var-8samples`):"""),
+        code("""
+mmse = study.sample_mmse_table(df, P)
+print("no single-sample twin of a multi-sample entry in this run") if mmse is None else display(Markdown(mmse.to_markdown(index=False)))"""),
         md("""
 The samples themselves for the gallery image and task (drawn again: the benchmark keeps only their mean
 and standard deviation)."""),
@@ -154,6 +162,8 @@ filling, Wiener deconvolution, bicubic up-sampling), which the VAR solver starts
         code("""study.show(P, "tables/main_psnr.md")"""),
         md("SSIM (higher is better), same layout:"),
         code("""study.show(P, "tables/main_ssim.md")"""),
+        md("HaarPSI (piq; a perceptual similarity that needs no learned weights, higher is better):"),
+        code("""study.show(P, "tables/main_haarpsi.md")"""),
         md("LPIPS (AlexNet, lower is better); missing when the AlexNet weights were not available offline:"),
         code("""study.show(P, "tables/main_lpips.md")"""),
         md("The PSNR table as bars, with the spread over images as error bars:"),
@@ -174,6 +184,7 @@ With several samples per measurement the solver also returns their per-pixel sta
 Correlation between that map and the error of the samples' mean (present only when the run has a
 multi-sample method):"""),
         code("""study.show(P, "tables/uncertainty.md")"""),
+        code("""study.show(P, "tables/sample_mmse.md")"""),
         code("""study.show(P, "figures/uncertainty.png")"""),
         md("""
 ## Ablation: injection depth

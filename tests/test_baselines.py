@@ -235,13 +235,17 @@ def test_diffusion_tuning_chooses_from_the_grid_and_resumes(tmp_path, monkeypatc
     monkeypatch.setattr(tb, "DIFFPIR_LAMBDAS", (1.0, 25.0))
     monkeypatch.setattr(tb, "DIFFPIR_ZETAS", (0.3,))
     monkeypatch.setattr(tb, "DPS_WEIGHTS", (0.3, 3.0))
+    monkeypatch.setattr(tb, "PNP_UNET_LAMS", (0.1, 1.0))
+    monkeypatch.setattr(tb, "PNP_UNET_SIGMA_MAXS", (0.2,))
+    monkeypatch.setattr(tb, "PNP_UNET_ITERS", (3,))
     short = {"dps": {t: dict(weight=1.0, steps=30) for t in TASKS},  # short runs: a unit test
-             "diffpir": {t: dict(lambda_=7.0, zeta=0.3, steps=10) for t in TASKS}}
+             "diffpir": {t: dict(lambda_=7.0, zeta=0.3, steps=10) for t in TASKS},
+             "pnp-unet": {t: dict(iters=3, lam=0.23, sigma_max=0.2) for t in TASKS}}
     monkeypatch.setattr(dsolvers, "EMBEDDED_SETTINGS", short)
     out = tmp_path / "tuning"
     kw = dict(image_size=16, log=lambda m: None, name="diffusion", dps_tasks=["gaussian_blur"],
               diffusion_prior=str(folder))
-    chosen = tb.tune(["diffpir", "dps"], ["gaussian_blur", "inpaint_random"], 2, out, **kw)
+    chosen = tb.tune(["diffpir", "dps", "pnp-unet"], ["gaussian_blur", "inpaint_random"], 2, out, **kw)
     df = pd.read_csv(out / "diffusion.csv")
     pir = df[(df.method == "diffpir") & (df.task == "gaussian_blur")]
     assert len(pir) == 2 and pir["chosen"].sum() == 1  # lambda 1 and 25 (zeta fixed: the same trial)
@@ -250,6 +254,8 @@ def test_diffusion_tuning_chooses_from_the_grid_and_resumes(tmp_path, monkeypatc
     assert len(df[(df.method == "dps")]) == 2  # searched on gaussian_blur only
     assert chosen["dps"]["inpaint_random"] == chosen["dps"]["gaussian_blur"]
     assert chosen["dps"]["gaussian_blur"]["weight"] in (0.3, 3.0) and chosen["dps"]["gaussian_blur"]["steps"] == 30
+    pnp = df[(df.method == "pnp-unet") & (df.task == "inpaint_random")]
+    assert len(pnp) == 2 and chosen["pnp-unet"]["inpaint_random"]["lam"] in (0.1, 1.0)
     assert _json.loads((out / "diffusion_chosen.json").read_text())["chosen"] == chosen
     monkeypatch.setattr(tb, "evaluate", lambda *a, **k: pytest.fail("a cached trial was evaluated again"))
-    assert tb.tune(["diffpir", "dps"], ["gaussian_blur", "inpaint_random"], 2, out, **kw) == chosen
+    assert tb.tune(["diffpir", "dps", "pnp-unet"], ["gaussian_blur", "inpaint_random"], 2, out, **kw) == chosen

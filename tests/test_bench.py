@@ -202,7 +202,8 @@ def test_the_registry_accepts_what_the_functions_take():
         if m.kind == "diffusion":
             sig = inspect.signature(fn).parameters
             full = m.resolve({}, "sr4")
-            assert full["steps"] == sig["steps"].default and full["bf16"] == sig["bf16"].default
+            assert full["bf16"] == sig["bf16"].default
+            assert full["steps"] == sig["steps"].default if "steps" in sig else full["iters"] >= 1
 
 
 def test_full_settings_per_kind():
@@ -241,10 +242,14 @@ def test_diffusion_methods_use_the_given_diffusion_prior(tmp_path):
     params = _params(diffusion_prior=str(folder), tasks=["gaussian_blur"],
                      images=dict(set="embedded", image_size=16, limit=2),
                      methods=[{"name": "init"}, {"name": "dps", "settings": {"steps": 5}},
-                              {"name": "diffpir", "settings": {"steps": 4}}])
+                              {"name": "diffpir", "settings": {"steps": 4}},
+                              {"name": "pnp-unet", "settings": {"iters": 3}}])
     df = _run(tmp_path, params).set_index("method")
-    dps, pir = df.loc['dps{"steps":5}'], df.loc['diffpir{"steps":4}']
+    dps, pir, pnp = df.loc['dps{"steps":5}'], df.loc['diffpir{"steps":4}'], df.loc['pnp-unet{"iters":3}']
     assert (dps["denoiser_evals"] == 4).all() and (pir["denoiser_evals"] == 4).all()
+    assert (pnp["denoiser_evals"] == 3).all() and (pnp["prior"] == str(folder)).all()
+    assert json.loads(pnp["settings_full"].iloc[0]) == {"bf16": True, **embedded_settings("pnp-unet", "gaussian_blur"),
+                                                         "iters": 3}
     assert json.loads(dps["settings_full"].iloc[0]) == {"steps": 5, "bf16": True, **embedded_settings("dps", "gaussian_blur")}
     assert json.loads(pir["settings_full"].iloc[0]) == {"steps": 4, "bf16": True,
                                                          **embedded_settings("diffpir", "gaussian_blur")}
@@ -285,3 +290,16 @@ def test_case_keys_are_frozen():
     assert cache.gt_png_name("embedded", "astronaut", 64) == "gt_9289140b_377cfb70aab0646d.png"
     assert cache.measurement_png_name("embedded", "astronaut", 0, 64, "inpaint_box", op) == \
         "meas_inpaint_box_f429d0f1f5a1b373_9289140b_377cfb70aab0646d.png"
+
+
+def test_rows_cached_without_haarpsi_get_it_from_their_pngs(tmp_path):
+    first = _run(tmp_path, _params())
+    assert first["haarpsi"].between(0, 1).all()
+    jsonl = tmp_path / "results" / "t" / "cache" / "cases.jsonl"
+    legacy = [{k: v for k, v in r.items() if k != "haarpsi"} for r in _jsonl(tmp_path)]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in legacy))
+    again = _run(tmp_path, _params())  # nothing is solved again: every case is cached
+    assert len(_jsonl(tmp_path)) == 2 * len(legacy)  # one newer row per legacy row, appended
+    merged = first[["key", "haarpsi"]].merge(again[["key", "haarpsi"]], on="key")
+    assert len(merged) == len(first) and (merged["haarpsi_x"] - merged["haarpsi_y"]).abs().max() < 2e-3
+    assert runner.backfill_haarpsi(tmp_path / "results" / "t") == 0  # done once

@@ -13,7 +13,7 @@ from varlib.diffusion import (DDPMSchedule, DiffusionPrior, build_diffusion_prio
 from varlib.diffusion import test_diffusion_config as small_config  # (a name pytest would collect)
 from varlib.diffusion import model as dmodel
 from varlib.training import diffusion as dtrain
-from varlib.diffusion.solvers import diffpir_embedded, dps_embedded
+from varlib.diffusion.solvers import diffpir_embedded, dps_embedded, embedded_settings, pnp_unet_embedded
 from varlib.operators import make_operator
 from varlib.result import Result
 
@@ -162,6 +162,28 @@ def test_solvers_reduce_residual(task, method, steps):
     assert op.check_range  # restored after the solve
     again = fn(y, op, prior=random_prior(), steps=steps, seed=0)
     assert torch.equal(again.image, res.image)  # seeded
+
+
+@pytest.mark.parametrize("task", ["inpaint_random", "gaussian_blur"])
+def test_pnp_unet_runs_dpir_schedule_with_the_network(task):
+    """PnP-UNet: one denoiser call per level, DPIR's levels from 49/255 down to the noise level, the
+    data step pulls toward the measurement, deterministic; a bad measurement is refused."""
+    op = make_operator(task, 16, seed=0)
+    x = smooth_images()
+    y = op.measure(x)
+    prior = random_prior()
+    res = pnp_unet_embedded(y, op, prior=prior, iters=4)
+    assert res.image.shape == x.shape and res.image.min() >= 0 and res.image.max() <= 1
+    assert res.denoiser_evals == 4 and res.extras["method"] == "pnp-unet"
+    sig = res.extras["sigmas"]
+    assert sig[0] == pytest.approx(49 / 255) and sig[-1] == pytest.approx(op.noise_sigma)
+    assert all(a > b for a, b in zip(sig, sig[1:]))
+    assert res.extras["settings"]["lam"] == embedded_settings("pnp-unet", task)["lam"]
+    residual = (op.A(res.image) - y).flatten(1).norm(dim=1)
+    assert (residual < 3 * op.noise_sigma * y[0].numel() ** 0.5).all()  # consistent with y up to a few sigma
+    assert torch.equal(pnp_unet_embedded(y, op, prior=prior, iters=4).image, res.image)
+    with pytest.raises(ValueError, match="NaN"):
+        pnp_unet_embedded(y * float("nan"), op, prior=prior, iters=2)
 
 
 # -- training -----------------------------------------------------------------------------------------------------

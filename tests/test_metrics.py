@@ -63,7 +63,7 @@ def test_lpips_unavailable_is_graceful(pair, tmp_path, monkeypatch):
     assert not ok and "AlexNet" in reason
     assert metrics.lpips(noisy, x) is None
     ev = metrics.evaluate(noisy, x)
-    assert set(ev) == {"psnr", "ssim", "lpips"} and np.isnan(ev["lpips"]).all()
+    assert set(ev) == {"psnr", "ssim", "haarpsi", "lpips"} and np.isnan(ev["lpips"]).all()
 
 
 def test_lpips_with_local_checkpoint(pair, tmp_path, monkeypatch):
@@ -88,3 +88,18 @@ def test_lpips_with_local_checkpoint(pair, tmp_path, monkeypatch):
     assert (d_noisy > 0).all()
     trunk = metrics._LPIPS_MODEL[1].net.slice1[0].weight
     assert torch.equal(trunk.detach(), feats["features.0.weight"])
+
+
+def test_haarpsi_is_weight_free_bounded_and_ordered(pair):
+    x, noisy = pair
+    assert np.allclose(metrics.haarpsi(x, x), 1.0)
+    g = torch.Generator().manual_seed(1)
+    noisier = (x + 0.15 * torch.randn(x.shape, generator=g, dtype=x.dtype)).clamp(0, 1)
+    mild, strong = metrics.haarpsi(noisy, x), metrics.haarpsi(noisier, x)
+    assert mild.shape == (2,) and ((0 < strong) & (strong < mild) & (mild < 1)).all()
+    # the 8-bit PNGs of the case cache move it by less than the tables' 3 decimals
+    q = lambda t: (t * 255).round() / 255  # noqa: E731
+    assert np.abs(metrics.haarpsi(q(noisy), q(x)) - mild).max() < 1e-3
+    assert set(metrics.evaluate(noisy, x, with_lpips=False)) == {"psnr", "ssim", "haarpsi"}
+    with pytest.raises(ValueError, match="at least 32x32"):
+        metrics.haarpsi(x[:, :, :16, :16], x[:, :, :16, :16])

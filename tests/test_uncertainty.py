@@ -1,5 +1,6 @@
 """The uncertainty check: correlation of the samples' per-pixel std with the error of their mean."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from varlib.study.uncertainty import DECILES, std_error_correlation
@@ -65,3 +66,45 @@ def test_table_and_figure_from_cached_maps(tmp_path, monkeypatch):
     assert (tmp_path / "unc" / "tables" / "uncertainty.md").is_file()
     assert (tmp_path / "unc" / "figures" / "uncertainty.png").is_file()
     assert study.uncertainty_table(df.assign(std_path=""), P) is None
+
+
+def test_coverage_of_a_calibrated_map_is_about_95_percent():
+    rng = np.random.default_rng(3)
+    target = rng.uniform(0, 1, (3, 64, 64))
+    std = rng.uniform(0.01, 0.2, target.shape)
+    c = std_error_correlation(target + std * rng.standard_normal(target.shape), std, target)
+    assert c["coverage"] == pytest.approx(0.954, abs=0.01)
+    over = std_error_correlation(target + 3 * std * rng.standard_normal(target.shape), std, target)
+    assert over["coverage"] < 0.6  # samples that agree more than the error warrants
+
+
+def test_hole_statistics_and_mmse_against_one_sample(tmp_path, monkeypatch):
+    """A real run (test prior, box inpainting): the samples' std is larger in the hole than on the
+    observed pixels, and the MMSE table pairs the multi-sample entry with its one-sample twin."""
+    from varlib import study
+    from varlib.study import runner
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    sampled = {"decode": "sample", "temperature": 1.0, "dc_latent_steps": 1, "dc_pixel_iters": 2}
+    P = study.load_params(dict(run="holes", prior="test", device="cpu", images=dict(set="embedded", image_size=16,
+                                                                                    limit=2),
+                               tasks=["inpaint_box", "sr4"], noise_sigma=0.025, seed=0, methods=[
+                                   {"name": "var", "label": "var-3samples", "settings": {**sampled, "num_samples": 3}},
+                                   {"name": "var", "label": "var-1sample", "settings": sampled},
+                                   {"name": "init"}]))
+    df = runner.run_benchmark(P, results_dir=tmp_path)
+    monkeypatch.setenv(study.RESULTS_ENV, str(tmp_path))
+    from varlib.study.uncertainty import case_correlations
+
+    cases = case_correlations(df, tmp_path / "holes")
+    box = cases[cases["task"] == "inpaint_box"]
+    assert len(box) == 2 and (box["std_hole"] > 2 * box["std_observed"]).all()
+    assert cases.loc[cases["task"] == "sr4", "std_hole"].isna().all()
+    assert cases["coverage"].between(0, 1).all()
+    mmse = study.sample_mmse_table(df, P)
+    assert list(mmse["one sample"].unique()) == ["var-1sample"] and list(mmse["images"]) == [2, 2]
+    numbers = pd.read_csv(tmp_path / "holes" / "tables" / "sample_mmse.csv")
+    merged = df[df["method"] == "var-3samples"].merge(df[df["method"] == "var-1sample"], on=["image", "task"])
+    assert numbers["gain_db"].to_numpy() == pytest.approx(
+        (merged["psnr_x"] - merged["psnr_y"]).groupby(merged["task"], sort=False).mean().to_numpy())
+    assert study.sample_mmse_table(df[df["method"] != "var-1sample"], P) is None

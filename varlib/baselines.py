@@ -8,8 +8,10 @@ is (B,3,H,W) in [0,1]. A measurement with NaN or infinite entries is refused wit
 - :func:`initial_estimate`: the operator's own initial estimate (what the VAR solver starts from).
 - :func:`tv_reconstruction`: 0.5 ||A x - y||^2 + lam TV(x) on [0,1] by the Chambolle-Pock
   primal-dual algorithm (written here; see its docstring for why not deepinv's PGD + TVPrior).
-- :func:`pnp_bm3d`: plug-and-play half-quadratic splitting with BM3D as denoiser and a decreasing
-  denoiser noise level; the data step solves (A^T A + a I) x = A^T y + a z by conjugate gradients.
+- :func:`pnp_bm3d`: plug-and-play half-quadratic splitting (:func:`hqs_loop`, DPIR's iterations) with
+  BM3D as denoiser and a decreasing denoiser noise level; the data step solves
+  (A^T A + a I) x = A^T y + a z by conjugate gradients. ``pnp-unet`` runs the same loop with the
+  embedded diffusion UNet as the denoiser (:func:`varlib.diffusion.solvers.pnp_unet_embedded`).
 - :func:`dps` and :func:`diffpir`: diffusion baselines through deepinv (``deepinv.sampling.DPS``,
   ``deepinv.sampling.DiffPIR``) with deepinv's pretrained ImageNet diffusion networks. They need
   downloaded weights (see :data:`DIFFUSION_WEIGHTS`); without them they raise a ``RuntimeError`` that
@@ -241,30 +243,39 @@ def pnp_sigma_schedule(sigma_max: float, sigma_den: float, iters: int) -> list:
     return [float(v) for v in np.geomspace(sigma_max, sigma_den, iters)]
 
 
+def hqs_loop(y: torch.Tensor, op, denoise: Callable[[torch.Tensor, float], torch.Tensor], sigmas: list,
+             lam: float, cg_iters: int = 30) -> torch.Tensor:
+    """The plug-and-play half-quadratic splitting iterations of DPIR (Zhang et al., 2021), any denoiser.
+
+    From ``z = op.init_estimate(y)``, for each denoiser level ``sigma_k`` in ``sigmas``:
+    ``a_k = lam * noise_sigma^2 / sigma_k^2``; x = argmin ||A x - y||^2 + a_k ||x - z||^2 by ``cg_iters``
+    conjugate-gradient steps on (A^T A + a_k I) x = A^T y + a_k z (warm-started at z);
+    z = ``denoise(x, sigma_k)`` clamped to [0, 1]. Returns the last z, (B, 3, H, W) in [0, 1].
+    """
+    noise = max(float(op.noise_sigma), 1e-3)
+    z = op.init_estimate(y).clamp(0, 1)
+    Aty = op.A_adjoint(y)
+    for sk in sigmas:
+        a = max(float(lam) * noise ** 2 / sk ** 2, 1e-6)
+        x = linalg.cg_solve(lambda v: op.A_adjoint(op.A(v)) + a * v, Aty + a * z, z, int(cg_iters))
+        z = denoise(x.clamp(-0.5, 1.5), sk).clamp(0, 1)
+    return z
+
+
 @torch.no_grad()
 @_range_free
 def pnp_bm3d(y: torch.Tensor, op, sigma_den: Optional[float] = None, iters: Optional[int] = None,
              lam: Optional[float] = None, sigma_max: Optional[float] = None, cg_iters: int = 30,
              **_: Any) -> Result:
-    """Plug-and-play half-quadratic splitting with BM3D, started from ``op.init_estimate``.
-
-    For k = 1..iters with sigma_k geometric from ``sigma_max`` to ``sigma_den``:
-    ``a_k = lam * noise_sigma^2 / sigma_k^2``; x = argmin ||A x - y||^2 + a_k ||x - z||^2 by ``cg_iters``
-    conjugate-gradient steps on (A^T A + a_k I) x = A^T y + a_k z (warm-started at z);
-    z = BM3D(x, sigma_k). Returns the last z. ``denoiser_evals`` counts BM3D calls per image.
+    """Plug-and-play half-quadratic splitting (:func:`hqs_loop`) with BM3D as the denoiser, started from
+    ``op.init_estimate``; the denoiser level falls geometrically from ``sigma_max`` to ``sigma_den``
+    over ``iters`` iterations. ``denoiser_evals`` counts BM3D calls per image.
     """
     t0 = time.perf_counter()
     s = _resolve("pnp-bm3d", op, dict(sigma_den=sigma_den, iters=iters, lam=lam, sigma_max=sigma_max))
-    noise = max(float(op.noise_sigma), 1e-3)
     sigmas = pnp_sigma_schedule(float(s["sigma_max"]), float(s["sigma_den"]), int(s["iters"]))
     profile = _bm3d_profile()
-    z = op.init_estimate(y).clamp(0, 1)
-    Aty = op.A_adjoint(y)
-    x = z
-    for sk in sigmas:
-        a = max(float(s["lam"]) * noise ** 2 / sk ** 2, 1e-6)
-        x = linalg.cg_solve(lambda v: op.A_adjoint(op.A(v)) + a * v, Aty + a * z, z, int(cg_iters))
-        z = bm3d_denoise(x.clamp(-0.5, 1.5), sk, profile).clamp(0, 1)
+    z = hqs_loop(y, op, lambda x, sk: bm3d_denoise(x, sk, profile), sigmas, float(s["lam"]), int(cg_iters))
     return Result(image=z, seconds=time.perf_counter() - t0, denoiser_evals=len(sigmas),
                   residual_per_scale=[], extras={"settings": {**s, "cg_iters": int(cg_iters)},
                                                  "iterations": len(sigmas), "sigmas": sigmas,

@@ -19,6 +19,11 @@ Conventions
   download it: without it :func:`lpips` returns ``None`` and :func:`lpips_available` says why.
   LPIPS at 64 px is computed on the 64 px images themselves (AlexNet's deepest maps are then 1x1 to
   3x3), so it is far less meaningful there than at 256 px.
+* HaarPSI: ``piq.haarpsi`` (Reisenhofer et al. 2018) with ``data_range=1`` and piq's defaults (3 Haar
+  wavelet scales, 2x subsampling first, colour channels in YIQ). It is the perceptual metric of every
+  table because it needs no learned weights, so it runs offline everywhere. It is a similarity in
+  (0, 1], higher is better, and works from 32 px up. MS-SSIM, the other weight-free candidate,
+  needs at least 161 px at its 5 scales, too large for 64 px images.
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 ALEXNET_CHECKPOINT = "alexnet-owt-7be5be79.pth"
+#: the smallest side HaarPSI is defined for (its 2x subsampling, then three Haar scales)
+HAARPSI_MIN_SIZE = 32
 
 _LPIPS_MODEL = None
 
@@ -73,6 +80,18 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, gaussian: bool = False) -> np.ndarr
     kw = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False) if gaussian else {}
     return np.asarray([structural_similarity(b[i], a[i], data_range=1.0, channel_axis=-1, **kw)
                        for i in range(a.shape[0])], dtype=np.float64)
+
+
+def haarpsi(x: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
+    """Per-image HaarPSI in (0, 1] (1 for identical images), via ``piq.haarpsi`` on float64 copies."""
+    import piq
+
+    a, b = _pair(x, ref)
+    if min(a.shape[1:3]) < HAARPSI_MIN_SIZE:
+        raise ValueError(f"HaarPSI needs images of at least 32x32 pixels, got {a.shape[1]}x{a.shape[2]}")
+    xa, xb = (torch.from_numpy(v).permute(0, 3, 1, 2) for v in (a, b))
+    with torch.no_grad():
+        return piq.haarpsi(xa, xb, data_range=1.0, reduction="none").double().numpy()
 
 
 def _alexnet_checkpoint() -> Path:
@@ -145,8 +164,8 @@ def lpips(x: torch.Tensor, ref: torch.Tensor, device: Optional[str] = None) -> O
 
 def evaluate(x: torch.Tensor, ref: torch.Tensor, with_lpips: bool = True, gaussian_ssim: bool = False
              ) -> Dict[str, np.ndarray]:
-    """``{"psnr", "ssim", "lpips"}`` per-image arrays; ``lpips`` is all-NaN when unavailable."""
-    out = {"psnr": psnr(x, ref), "ssim": ssim(x, ref, gaussian=gaussian_ssim)}
+    """``{"psnr", "ssim", "haarpsi", "lpips"}`` per-image arrays; ``lpips`` is all-NaN when unavailable."""
+    out = {"psnr": psnr(x, ref), "ssim": ssim(x, ref, gaussian=gaussian_ssim), "haarpsi": haarpsi(x, ref)}
     if with_lpips:
         v = lpips(x, ref)
         out["lpips"] = v if v is not None else np.full(x.shape[0], np.nan)

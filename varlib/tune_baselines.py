@@ -14,6 +14,9 @@ A handful of values per task (coordinate-wise, cheap):
   :data:`PNP_SIGMA_MAXS` with the best pair;
 * ``diffpir`` (embedded diffusion prior, 100 steps): ``lambda_`` in :data:`DIFFPIR_LAMBDAS`, then
   ``zeta`` in :data:`DIFFPIR_ZETAS`;
+* ``pnp-unet`` (DPIR's HQS with the embedded diffusion network as denoiser): ``lam`` in
+  :data:`PNP_UNET_LAMS`, then ``sigma_max`` in :data:`PNP_UNET_SIGMA_MAXS`, then ``iters`` in
+  :data:`PNP_UNET_ITERS`;
 * ``dps`` (embedded diffusion prior, 1000 steps): the step size ``weight`` in :data:`DPS_WEIGHTS`.
   The grid reaches far above the paper's zeta = 1 because deepinv adds the guidance to the score,
   so each step applies it scaled by the step's noise variance, much less than the paper's
@@ -56,7 +59,10 @@ PNP_SIGMA_MAXS = (0.2, 0.4)
 DIFFPIR_LAMBDAS = (1.0, 7.0, 25.0)
 DIFFPIR_ZETAS = (0.1, 0.3, 1.0)
 DPS_WEIGHTS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
-DIFFUSION_METHODS = ("dps", "diffpir")
+PNP_UNET_LAMS = (0.1, 0.23, 1.0)       # DPIR's lambda is 0.23
+PNP_UNET_SIGMA_MAXS = (0.1, 49 / 255, 0.4)  # DPIR starts at 49/255
+PNP_UNET_ITERS = (8, 24)                  # DPIR: 8 for deblurring, 24 for super-resolution
+DIFFUSION_METHODS = ("dps", "diffpir", "pnp-unet")
 
 
 def tuning_images(n: int = 8, image_size: int = 64) -> tuple:
@@ -125,9 +131,13 @@ def _search(method: str, task: str, base: Dict[str, Any], trial) -> Dict[str, An
     if method == "diffpir":
         best = max(({**base, "lambda_": v} for v in DIFFPIR_LAMBDAS), key=trial)
         return max(({**best, "zeta": v} for v in DIFFPIR_ZETAS), key=trial)
+    if method == "pnp-unet":
+        best = max(({**base, "lam": v} for v in PNP_UNET_LAMS), key=trial)
+        best = max(({**best, "sigma_max": v} for v in PNP_UNET_SIGMA_MAXS), key=trial)
+        return max(({**best, "iters": v} for v in PNP_UNET_ITERS), key=trial)
     if method == "dps":
         return max(({**base, "weight": v} for v in DPS_WEIGHTS), key=trial)
-    raise ValueError(f"tuning is implemented for tv, pnp-bm3d, dps and diffpir, not {method!r}")
+    raise ValueError(f"tuning is implemented for tv, pnp-bm3d, dps, diffpir and pnp-unet, not {method!r}")
 
 
 def _start_settings(method: str, task: str) -> Dict[str, Any]:
@@ -221,13 +231,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--methods", nargs="+", default=["tv", "pnp-bm3d"], choices=["tv", "pnp-bm3d", "dps", "diffpir"])
-    ap.add_argument("--name", default="baselines", help="output file prefix (use 'diffusion' for dps/diffpir)")
+    ap.add_argument("--methods", nargs="+", default=["tv", "pnp-bm3d"], choices=["tv", "pnp-bm3d", "dps", "diffpir", "pnp-unet"])
+    ap.add_argument("--name", default="baselines", help="output file prefix (use 'diffusion' for dps/diffpir/pnp-unet)")
     ap.add_argument("--dps-tasks", nargs="+", default=None, help="search DPS on these tasks only (it is slow)")
     ap.add_argument("--diffusion-prior", default="tiny64-diffusion")
     ap.add_argument("--write-defaults", action="store_true",
-                    help="also write the chosen dps/diffpir values to varlib/diffusion/tuned_settings.json "
-                         "(the defaults of the benchmark's dps / diffpir)")
+                    help="also write the chosen dps/diffpir/pnp-unet values to varlib/diffusion/tuned_settings.json "
+                         "(the defaults of the benchmark's dps / diffpir / pnp-unet)")
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--out", type=Path, default=Path("results/tuning"))
     args = ap.parse_args(argv)

@@ -1,4 +1,4 @@
-"""DPS and DiffPIR with the embedded diffusion prior (the benchmark's methods ``dps`` / ``diffpir``).
+"""DPS, DiffPIR and PnP-UNet with the embedded diffusion prior (the benchmark's ``dps``, ``diffpir``, ``pnp-unet``).
 
 Both reuse the wiring of :func:`varlib.baselines.dps` / :func:`varlib.baselines.diffpir`, which run
 deepinv's implementations (``deepinv.sampling.DPS``: VP schedule with beta 0.1 .. 20, DDPM ancestral
@@ -16,6 +16,14 @@ Cost per reconstruction (``denoiser_evals``, from the counter): DPS with ``steps
 evaluates the network ``steps - 1`` times, each with a backward pass through it for the guidance
 (the last step lands on t = 0 and needs none); DiffPIR evaluates it ``steps`` times, without
 gradients, plus ``steps - 1`` conjugate-gradient solves of the data step.
+
+``pnp-unet`` is DPIR (Zhang et al., 2021): the half-quadratic splitting of
+:func:`varlib.baselines.hqs_loop` with the prior's one-step denoiser ``D(x, sigma)`` (the clean-image
+estimate of the DDPM network at the matching time step) in place of DPIR's DRUNet, and DPIR's
+schedule: ``iters`` denoiser levels falling geometrically from ``sigma_max`` = 49/255 to the
+measurement's noise level (``sigma_den``, default ``op.noise_sigma``), the data step weighted
+``lam * noise^2 / sigma_k^2`` with DPIR's ``lam`` = 0.23, 8 iterations. It evaluates the network
+``iters`` times, without gradients.
 
 The hyper-parameters in :data:`EMBEDDED_SETTINGS` are the papers' defaults (:data:`PAPER_SETTINGS`)
 overridden per task by the values tuned on training images (``tuned_settings.json`` beside this file).
@@ -40,6 +48,7 @@ from .model import DiffusionPrior, load_diffusion_prior
 PAPER_SETTINGS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "dps": {t: dict(weight=1.0) for t in TASKS},
     "diffpir": {t: dict(lambda_=7.0, zeta=(1.0 if t.startswith("inpaint") else 0.3)) for t in TASKS},
+    "pnp-unet": {t: dict(iters=8, lam=0.23, sigma_max=49 / 255) for t in TASKS},
 }
 #: per-task values tuned for tiny64-diffusion on Tiny ImageNet *train* images by
 #: ``python -m varlib.tune_baselines --methods diffpir dps --name diffusion --write-defaults``
@@ -152,5 +161,34 @@ def diffpir_embedded(y: torch.Tensor, op, prior: Optional[DiffusionPrior] = None
     return _finish(res, t0, prior, "diffpir", {"max_iter": int(steps), **s, "bf16": bool(bf16), "seed": int(seed)})
 
 
-#: drop-in reconstruction functions ``fn(y, op, **settings)`` for the benchmark's ``dps`` / ``diffpir``
-METHODS = {"dps": dps_embedded, "diffpir": diffpir_embedded}
+def pnp_unet_embedded(y: torch.Tensor, op, prior: Optional[DiffusionPrior] = None, iters: Optional[int] = None,
+                      lam: Optional[float] = None, sigma_max: Optional[float] = None, sigma_den: Optional[float] = None,
+                      cg_iters: int = 30, bf16: bool = True, seed: int = 0, device=None, **_: Any) -> Result:
+    """DPIR's plug-and-play HQS with the embedded diffusion network as the Gaussian denoiser.
+
+    ``iters`` denoiser levels from ``sigma_max`` down to ``sigma_den`` (default: the operator's noise
+    level), geometric; data weight ``lam`` (defaults: :data:`EMBEDDED_SETTINGS`); ``cg_iters``
+    conjugate-gradient steps per data step. ``prior``, ``bf16``: as in :func:`dps_embedded`.
+    Deterministic (``seed`` is accepted for the benchmark's uniform call and recorded only).
+    """
+    from .. import baselines as bl
+    from ..operators import as_operator
+
+    t0 = time.perf_counter()
+    op = as_operator(op, y=y)
+    op.check_measurement(y)
+    prior = _prior(prior, device)
+    s = embedded_settings("pnp-unet", getattr(op, "task", None))
+    s.update({k: v for k, v in dict(iters=iters, lam=lam, sigma_max=sigma_max).items() if v is not None})
+    den = float(sigma_den) if sigma_den is not None else max(float(op.noise_sigma), 1e-3)
+    sigmas = bl.pnp_sigma_schedule(float(s["sigma_max"]), den, int(s["iters"]))
+    with _frozen(prior, bf16), torch.no_grad(), op.unchecked_range():
+        z = bl.hqs_loop(y, op, lambda x, sk: prior.denoise(x, sk, clip=True), sigmas, float(s["lam"]), int(cg_iters))
+    res = Result(image=z, denoiser_evals=len(sigmas), residual_per_scale=[],
+                 extras={"iterations": len(sigmas), "sigmas": sigmas})
+    return _finish(res, t0, prior, "pnp-unet", {**s, "sigma_den": den, "cg_iters": int(cg_iters), "bf16": bool(bf16),
+                                                 "seed": int(seed)})
+
+
+#: drop-in reconstruction functions ``fn(y, op, **settings)`` for the benchmark's diffusion-prior methods
+METHODS = {"dps": dps_embedded, "diffpir": diffpir_embedded, "pnp-unet": pnp_unet_embedded}

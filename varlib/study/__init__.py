@@ -43,7 +43,7 @@ _EXPORTS: Dict[str, List[str]] = {
                  "load_ablation", "annotate_sweep", "ablation_table", "default_settings", "num_scales"],
     "figures": ["save_figure", "gallery_figure", "metric_bars_figure", "injection_figure", "guidance_figure",
                 "lowpass_figure", "runtime_figure", "quality_time_figure", "operators_figure", "method_palette"],
-    "uncertainty": ["uncertainty_table", "uncertainty_figure", "std_error_correlation", "posterior_samples_figure"],
+    "uncertainty": ["uncertainty_table", "sample_mmse_table", "uncertainty_figure", "std_error_correlation", "posterior_samples_figure"],
     "report": ["NOTEBOOK_OUTPUTS", "write_benchmark_outputs", "write_runtime_outputs", "run_info", "show"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

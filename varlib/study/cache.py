@@ -28,7 +28,7 @@ from .methods import compact
 #: the columns of a case row, in the order of tables/cases.csv
 CASE_COLUMNS = [
     "run", "key", "image_set", "image_index", "image", "class_label", "task", "method", "method_name",
-    "settings", "settings_full", "psnr", "ssim", "lpips", "seconds", "transformer_evals", "decoder_evals",
+    "settings", "settings_full", "psnr", "ssim", "haarpsi", "lpips", "seconds", "transformer_evals", "decoder_evals",
     "denoiser_evals", "network_evals", "peak_mem_mb", "mem_kind", "residual", "seed", "noise_sigma",
     "image_size", "prior", "prior_id", "device", "git_commit", "created", "recon_path", "gt_path", "measurement_path",
     "std_path",
@@ -165,6 +165,14 @@ def save_png(x, path: Path) -> None:
     arr = (x.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     with atomic_path(path) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG")
+
+
+def read_png(path: Path) -> np.ndarray:
+    """A saved RGB PNG as a float64 (3, H, W) array in [0, 1] (the inverse of :func:`save_png`)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float64).transpose(2, 0, 1) / 255.0
 
 
 def save_npy(arr: np.ndarray, path: Path) -> None:

@@ -22,6 +22,7 @@ import pandas as pd
 from ..io import atomic_path
 from ..operators import DEFAULT_NOISE_SIGMA, TASK_TITLES, TASKS
 from .ablation import default_settings
+from .cache import read_png
 from .paths import study_paths
 from .tables import METRICS, add_network_evals, devices, images_label, method_order, plural, task_order
 
@@ -71,9 +72,8 @@ MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*", "<", ">", "h", "p"]
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    """(H, W, 3) in [0, 1], as matplotlib shows it."""
+    return read_png(path).transpose(1, 2, 0)
 
 
 def _nearest_up(img: np.ndarray, size: int) -> np.ndarray:

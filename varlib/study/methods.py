@@ -2,8 +2,8 @@
 
 Each :class:`Method` says
 
-* its ``kind``: ``baseline`` (:mod:`varlib.baselines`), ``diffusion`` (DPS / DiffPIR with the embedded
-  diffusion prior, :mod:`varlib.diffusion.solvers`) or ``var`` (:func:`varlib.solver.solve` with one of
+* its ``kind``: ``baseline`` (:mod:`varlib.baselines`), ``diffusion`` (DPS / DiffPIR / PnP-UNet with the
+  embedded diffusion prior, :mod:`varlib.diffusion.solvers`) or ``var`` (:func:`varlib.solver.solve` with one of
   the solver's named settings);
 * the settings it accepts (``None`` for the VAR methods: the solver checks its own settings);
 * how its *full* settings on a task are resolved (its per-task defaults with the params' overrides on
@@ -79,11 +79,14 @@ def _baseline(name: str, function: str, accepts: Sequence[str], tuned: Optional[
 
 
 # -- diffusion prior (DPS / DiffPIR with the embedded prior) --------------------------------------------
-def _diffusion(name: str, steps: int, accepts: Sequence[str]) -> Method:
+def _diffusion(name: str, steps: Optional[int], accepts: Sequence[str]) -> Method:
+    """``steps``: the sampler's step count recorded in the full settings (None: its settings carry
+    their own iteration count)."""
     def resolve(settings, task, prior_name=None):
         from ..diffusion.solvers import embedded_settings
 
-        return {"steps": steps, "bf16": True, **embedded_settings(name, task), **settings}
+        fixed = {"steps": steps} if steps is not None else {}
+        return {**fixed, "bf16": True, **embedded_settings(name, task), **settings}
 
     def call(settings, y, op, model=None, labels=None, seed=0):  # unconditional: class labels do not apply
         from ..diffusion.solvers import METHODS as SOLVERS
@@ -125,6 +128,7 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     _baseline("pnp-bm3d", "pnp_bm3d", ("sigma_den", "iters", "lam", "sigma_max", "cg_iters"), tuned="pnp-bm3d"),
     _diffusion("dps", 1000, ("steps", "weight", "bf16")),
     _diffusion("diffpir", 100, ("steps", "lambda_", "zeta", "bf16")),
+    _diffusion("pnp-unet", None, ("iters", "lam", "sigma_max", "sigma_den", "cg_iters", "bf16")),
     # deepinv's downloaded 256 px ImageNet networks; their functions fill the standard counts themselves
     _baseline("dps-imagenet", "dps", ("num_steps", "weight", *_DEEPINV_DIFFUSION), seeded=True, batched=True),
     _baseline("diffpir-imagenet", "diffpir", ("max_iter", "lambda_", "zeta", *_DEEPINV_DIFFUSION), seeded=True,

@@ -14,7 +14,7 @@ from .tables import images_label, main_tables, write_runtime_table
 #: what each notebook writes (relative to results/<run>/); tests/test_notebooks.py checks these exist
 NOTEBOOK_OUTPUTS: Dict[str, List[str]] = {
     "01_benchmark": ["tables/cases.csv", "tables/main_psnr.md", "tables/main_psnr.tex", "tables/main_psnr.csv",
-                     "tables/main_ssim.md", "tables/summary_long.csv", "figures/bars_psnr.png",
+                     "tables/main_ssim.md", "tables/main_haarpsi.md", "tables/summary_long.csv", "figures/bars_psnr.png",
                      "figures/bars_psnr.pdf", "figures/gallery_tasks.png", "figures/gallery_tasks.pdf",
                      "figures/gallery_images.png", "tables/uncertainty.md", "figures/uncertainty.png"],
     "02_ablation_injection": ["ablation/injection/tables/cases.csv", "tables/ablation_injection.csv",

@@ -119,11 +119,12 @@ def run_section(run_dir: Path, root: Path) -> str:
         out += ["**PSNR (dB)**", "", _read(tables / "main_psnr.md"), ""]
     else:
         out += ["**PSNR (dB), mean ± std over images**", "", _psnr_pivot(cases), ""]
-    for name, title in (("main_ssim", "SSIM"), ("runtime", "Time and network evaluations per image")):
+    for name, title in (("main_ssim", "SSIM"), ("main_haarpsi", "HaarPSI (weight-free perceptual similarity)"),
+                        ("runtime", "Time and network evaluations per image")):
         if (tables / f"{name}.md").exists():
             out += [f"**{title}**", "", _read(tables / f"{name}.md"), ""]
     extra = sorted(p.name for p in tables.glob("*.md")
-                   if p.stem not in ("main_psnr", "main_ssim", "runtime", "summary", "cases"))
+                   if p.stem not in ("main_psnr", "main_ssim", "main_haarpsi", "runtime", "summary", "cases"))
     if extra:
         out += ["More tables: " + ", ".join(f"[`{n}`](../results/{run}/tables/{n})" for n in extra), ""]
     if (run_dir / "html" / "05_report.html").exists():

@@ -12,7 +12,9 @@
 4. per method, the cases run in groups (:func:`run_group`): batched on the params' device for the
    network methods, one image at a time on the CPU for the others; every finished case is appended
    to ``cache/cases.jsonl`` at once (:func:`case_row`);
-5. ``tables/cases.csv`` and ``tables/summary.*`` are written from the cache (:func:`finish`).
+5. ``tables/cases.csv`` and ``tables/summary.*`` are written from the cache (:func:`finish`). Rows
+   cached before a metric column existed (HaarPSI) get it from their saved 8-bit PNGs, appended to
+   the cache as the row's newer version (:func:`backfill_haarpsi`), so no case is solved again.
 
 Progress: a tqdm bar (``progress=True``) and, unless ``verbose=False``, one plain line per finished
 group on stdout, flushed, e.g. ``[bench default] 37/240 cases  task=sr4  method=var  (12.3 s)``, so
@@ -20,7 +22,7 @@ that it reaches the terminal through papermill's ``--log-output`` as well.
 
 Columns of a case row (:data:`varlib.study.cache.CASE_COLUMNS`): run, key, image_set, image_index,
 image, class_label, task, method (the row label), method_name, settings (JSON of the overrides),
-settings_full (JSON of the resolved settings), psnr, ssim, lpips (empty when LPIPS is unavailable),
+settings_full (JSON of the resolved settings), psnr, ssim, haarpsi, lpips (empty when LPIPS is unavailable),
 seconds (wall time per image; for a batched call the call's time divided by the batch size),
 transformer_evals, decoder_evals, denoiser_evals, network_evals (per image), peak_mem_mb, mem_kind
 (:mod:`varlib.study.memory`), residual (||y - A x||_2 per image), seed, noise_sigma, image_size,
@@ -42,7 +44,7 @@ import torch
 
 from ..io import atomic_write_text
 from .cache import (append_row, case_key, git_commit, gt_png_name, key_settings, measurement_png_name, number,
-                    prior_fingerprint, read_cache, read_rows, save_npy, save_png)
+                    prior_fingerprint, read_cache, read_png, read_rows, save_npy, save_png)
 from .memory import PeakMemory
 from .methods import METHODS, MethodSpec, compact, method_specs
 from .params import LABELS_SUFFIX, bench_params, check_params, labels_modes, load_params
@@ -270,7 +272,7 @@ def call_method(spec: MethodSpec, y: torch.Tensor, op, models: Mapping[str, Any]
 def run_group(ctx: Context, measured: Measured, spec: MethodSpec, group: Sequence[Case], op,
               dev: torch.device) -> List[Dict[str, Any]]:
     """Run one group of cases (one call), score it and save its images; returns the case rows."""
-    from ..metrics import lpips, psnr, ssim
+    from ..metrics import HAARPSI_MIN_SIZE, haarpsi, lpips, psnr, ssim
 
     idx = [c.index for c in group]
     y = torch.cat([measured.y_of[i] for i in idx]).to(dev)
@@ -283,7 +285,8 @@ def run_group(ctx: Context, measured: Measured, spec: MethodSpec, group: Sequenc
     wall = time.perf_counter() - t0
     xhat = res.image.detach().float().cpu().clamp(0, 1)
     ref = ctx.images[idx]
-    scores = {"psnr": psnr(xhat, ref), "ssim": ssim(xhat, ref), "lpips": lpips(xhat, ref) if ctx.have_lpips else None}
+    scores = {"psnr": psnr(xhat, ref), "ssim": ssim(xhat, ref), "haarpsi": haarpsi(xhat, ref) if min(ref.shape[-2:]) >= HAARPSI_MIN_SIZE else None,
+              "lpips": lpips(xhat, ref) if ctx.have_lpips else None}
     with torch.no_grad():
         resid = (measured.op_cpu.A(xhat) - y.cpu()).flatten(1).norm(dim=1).tolist()
     rows = []
@@ -308,7 +311,7 @@ def case_row(ctx: Context, measured: Measured, c: Case, res, b: int, scores: Map
         run=p["run"], key=c.key, image_set=str(p["images"]["set"]), image_index=c.index, image=c.image,
         class_label=c.class_label, task=c.task, method=m.label, method_name=m.name, settings=compact(m.settings),
         settings_full=compact(c.full), psnr=number(scores["psnr"][b]), ssim=number(scores["ssim"][b]),
-        lpips=number(lp[b]) if lp is not None else None, seconds=seconds,
+        haarpsi=number(scores["haarpsi"][b]) if scores["haarpsi"] is not None else None, lpips=number(lp[b]) if lp is not None else None, seconds=seconds,
         transformer_evals=int(res.transformer_evals), decoder_evals=int(res.decoder_evals),
         denoiser_evals=int(res.denoiser_evals), network_evals=int(res.network_evals),
         peak_mem_mb=round(mem.peak_mb, 2), mem_kind=mem.kind, residual=residual, seed=p["seed"],
@@ -321,13 +324,31 @@ def case_row(ctx: Context, measured: Measured, c: Case, res, b: int, scores: Map
 
 def finish(p: Mapping[str, Any], root: Path, cases: Sequence[Case]) -> pd.DataFrame:
     """The cached rows of ``cases`` in plan order; writes ``tables/cases.csv`` and ``summary.*``."""
-    df = read_cache(root)
     keys = [c.key for c in cases]
+    backfill_haarpsi(root, set(keys))
+    df = read_cache(root)
     df = df[df["key"].isin(set(keys))].copy()
     order = {k: n for n, k in enumerate(keys)}
     df = df.sort_values("key", key=lambda s: s.map(order)).reset_index(drop=True)
     write_tables(df, root, task_order=p["tasks"], method_order=[m["label"] for m in p["methods"]])
     return df
+
+
+def backfill_haarpsi(root: Path, keys: Optional[set] = None) -> int:
+    """Give the cached rows without a HaarPSI value (cached before the column existed) one, computed
+    from their saved reconstruction and ground-truth PNGs; appends each as the key's newer row and
+    returns how many. (The PNGs are 8-bit: on the study's images that moves HaarPSI by < 1e-3.)"""
+    from ..metrics import HAARPSI_MIN_SIZE, haarpsi
+
+    jsonl = root / "cache" / "cases.jsonl"
+    latest = {r["key"]: r for r in read_rows(jsonl)}
+    todo = [r for k, r in latest.items() if r.get("haarpsi") is None and (keys is None or k in keys)
+            and int(r.get("image_size") or 0) >= HAARPSI_MIN_SIZE
+            and (root / str(r.get("recon_path", ""))).is_file() and (root / str(r.get("gt_path", ""))).is_file()]
+    for r in todo:
+        x, gt = (torch.from_numpy(read_png(root / r[c]))[None].float() for c in ("recon_path", "gt_path"))
+        append_row(jsonl, {**r, "haarpsi": number(haarpsi(x, gt)[0])})
+    return len(todo)
 
 
 def run_cases(p: Mapping[str, Any], root: Union[str, os.PathLike], limit: Optional[int] = None,

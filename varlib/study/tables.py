@@ -22,16 +22,17 @@ from .paths import study_paths
 METRICS: Dict[str, Tuple[str, bool]] = {
     "psnr": ("PSNR (dB)", True),
     "ssim": ("SSIM", True),
+    "haarpsi": ("HaarPSI", True),
     "lpips": ("LPIPS", False),
     "seconds": ("time per image (s)", False),
     "network_evals": ("network evaluations per image", False),
 }
 #: decimals of each metric in the formatted tables
-DIGITS = {"psnr": 2, "ssim": 3, "lpips": 3, "seconds": 2, "network_evals": 0}
+DIGITS = {"psnr": 2, "ssim": 3, "haarpsi": 3, "lpips": 3, "seconds": 2, "network_evals": 0}
 RUNTIME_COLUMNS = {"seconds": "time per image (s)", "network_evals": "network evaluations",
                    "transformer_evals": "transformer", "decoder_evals": "decoder", "denoiser_evals": "denoiser",
                    "peak_mem_mb": "peak memory (MB)"}
-SUMMARY_METRICS = ("psnr", "ssim", "lpips", "seconds", "network_evals")
+SUMMARY_METRICS = ("psnr", "ssim", "haarpsi", "lpips", "seconds", "network_evals")
 
 
 # ==================================================================================================
@@ -149,7 +150,7 @@ def save_table(df: pd.DataFrame, name: str, params_or_run, display: Optional[pd.
 # ==================================================================================================
 def summarize(df: pd.DataFrame, task_order: Optional[Sequence[str]] = None,
               method_order: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """Mean and std (ddof 0) per (task, method) of psnr, ssim, lpips, seconds and network_evals, and
+    """Mean and std (ddof 0) per (task, method) of psnr, ssim, haarpsi, lpips, seconds and network_evals, and
     the count ``n``; rows in task then method order."""
     cols = [c for c in SUMMARY_METRICS if c in df.columns]
     if not len(df):
@@ -170,7 +171,7 @@ def summarize(df: pd.DataFrame, task_order: Optional[Sequence[str]] = None,
     return out.sort_values(["_t", "_m"]).drop(columns=["_t", "_m"]).reset_index(drop=True)
 
 
-_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.3f}", "lpips": "{:.3f}", "seconds": "{:.2f}", "network_evals": "{:.0f}"}
+_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.3f}", "haarpsi": "{:.3f}", "lpips": "{:.3f}", "seconds": "{:.2f}", "network_evals": "{:.0f}"}
 
 
 def _pm(mean, std, fmt: str, sep: str) -> str:
@@ -290,7 +291,7 @@ def _subset_note(df: pd.DataFrame, n_images: Optional[int]) -> str:
 
 
 def main_tables(df: pd.DataFrame, params: Mapping[str, Any],
-                metrics: Sequence[str] = ("psnr", "ssim", "lpips", "seconds")) -> Dict[str, pd.DataFrame]:
+                metrics: Sequence[str] = ("psnr", "ssim", "haarpsi", "lpips", "seconds")) -> Dict[str, pd.DataFrame]:
     """Write ``main_<metric>`` tables (mean ± std over images, per method x task) and
     ``summary_long``; returns the display tables by metric (metrics without values are skipped)."""
     out = {}

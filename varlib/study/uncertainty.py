@@ -7,7 +7,16 @@ error of the mean over all pixels and channels:
 
 * Pearson's r (linear) and Spearman's rho (rank; insensitive to how the two scale);
 * the mean absolute error in each decile of the standard deviation (a calibration curve: it should
-  rise from the least to the most uncertain decile).
+  rise from the least to the most uncertain decile);
+* the coverage: the share of pixel values whose error of the mean is at most ``COVERAGE_K`` (2) times
+  their std (about 0.95 for a calibrated Gaussian posterior; far less when the samples agree
+  where the mean is wrong);
+* for inpainting, the mean std inside the hole and on the observed pixels: samples of a prior that
+  paints should differ where the measurement is silent and agree where it is not.
+
+:func:`sample_mmse_table` compares the PSNR of the samples' mean (the MMSE estimate) with that of
+one sample drawn with the same settings (the params' entry of ``num_samples: 1`` and otherwise the
+same resolved settings), on the images both ran on.
 
 :func:`uncertainty_table` / :func:`uncertainty_figure` read the benchmark's cached outputs (the
 ``_std.npy`` files and PNGs of ``results/<run>/cache/images/``), so they cost no solver time.
@@ -21,52 +30,71 @@ import numpy as np
 import pandas as pd
 
 from ..operators import TASK_TITLES
+from .cache import read_png
 from .figures import save_figure, themed_pyplot
 from .paths import study_paths
 from .tables import fmt_mean_std, plural, save_table, task_order
 
 DECILES = 10
+COVERAGE_K = 2.0
 
 
 def std_error_correlation(mean: np.ndarray, std: np.ndarray, target: np.ndarray) -> Dict[str, Any]:
     """Per-pixel agreement of an uncertainty map with the error of an estimate.
 
     mean, std, target: arrays of one shape (e.g. (3, H, W) or (H, W, 3)), images in [0, 1].
-    Returns ``pearson``, ``spearman`` and ``error_by_decile`` (mean |mean - target| in each
-    decile of ``std``, least uncertain first).
+    Returns ``pearson``, ``spearman``, ``error_by_decile`` (mean |mean - target| in each
+    decile of ``std``, least uncertain first) and ``coverage`` (share of values with
+    |mean - target| <= ``COVERAGE_K`` * std).
     """
     mean, std, target = (np.asarray(a, dtype=np.float64).ravel() for a in (mean, std, target))
     if not (mean.shape == std.shape == target.shape):
         raise ValueError(f"mean, std and target must have the same number of values, got "
                          f"{mean.size}, {std.size}, {target.size}")
     err = np.abs(mean - target)
+    coverage = float((err <= COVERAGE_K * std).mean())
     if np.ptp(std) == 0 or np.ptp(err) == 0:  # a constant map: no correlation is defined
-        return {"pearson": np.nan, "spearman": np.nan, "error_by_decile": [np.nan] * DECILES}
+        return {"pearson": np.nan, "spearman": np.nan, "error_by_decile": [np.nan] * DECILES, "coverage": coverage}
     pearson = float(np.corrcoef(std, err)[0, 1])
     rank = lambda a: pd.Series(a).rank().to_numpy()  # noqa: E731 (average ranks for ties)
     spearman = float(np.corrcoef(rank(std), rank(err))[0, 1])
     order = np.argsort(std, kind="stable")
     deciles = [float(err[chunk].mean()) for chunk in np.array_split(order, DECILES)]
-    return {"pearson": pearson, "spearman": spearman, "error_by_decile": deciles}
+    return {"pearson": pearson, "spearman": spearman, "error_by_decile": deciles, "coverage": coverage}
 
 
-def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64).transpose(2, 0, 1) / 255.0
+def _observed_mask(task: str, size: int, seed: int, cache: Dict[tuple, Optional[np.ndarray]]) -> Optional[np.ndarray]:
+    """The (H, W) boolean mask of observed pixels of an inpainting task (it depends on task, size and
+    seed only), or None for the other tasks."""
+    key = (task, size, seed)
+    if key not in cache:
+        from ..operators import make_operator
+
+        m = getattr(make_operator(task, size, seed=seed), "observed_mask", None)
+        cache[key] = None if m is None else m[0, 0].cpu().numpy() > 0.5
+    return cache[key]
 
 
 def case_correlations(df: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
     """One row per case of ``df`` that has an uncertainty map: image, task, method, pearson, spearman,
-    mean |error| per std decile (``err_d1`` .. ``err_d10``), mean std."""
-    rows = []
+    mean |error| per std decile (``err_d1`` .. ``err_d10``), mean std, coverage, and for inpainting
+    the mean std in the hole (``std_hole``) and on the observed pixels (``std_observed``) and the
+    hole's coverage (``coverage_hole``; NaN for the other tasks)."""
+    rows, masks = [], {}
     run_dir = Path(run_dir)
     with_std = df[df["std_path"].fillna("").astype(str) != ""] if "std_path" in df.columns else df.iloc[:0]
     for _, r in with_std.iterrows():
         std = np.load(run_dir / r["std_path"])
-        mean, gt = _read_png(run_dir / r["recon_path"]), _read_png(run_dir / r["gt_path"])
+        mean, gt = read_png(run_dir / r["recon_path"]), read_png(run_dir / r["gt_path"])
         c = std_error_correlation(mean, std, gt)
+        hole = {"std_hole": np.nan, "std_observed": np.nan, "coverage_hole": np.nan}
+        seen = _observed_mask(r["task"], int(std.shape[-1]), int(r.get("seed", 0)), masks)
+        if seen is not None and (~seen).any():
+            err = np.abs(mean - gt)
+            hole = {"std_hole": float(std[:, ~seen].mean()), "std_observed": float(std[:, seen].mean()),
+                    "coverage_hole": float((err[:, ~seen] <= COVERAGE_K * std[:, ~seen]).mean())}
         rows.append({"image": r["image"], "task": r["task"], "method": r["method"], "pearson": c["pearson"],
-                     "spearman": c["spearman"], "mean_std": float(std.mean()),
+                     "spearman": c["spearman"], "mean_std": float(std.mean()), "coverage": c["coverage"], **hole,
                      **{f"err_d{k + 1}": v for k, v in enumerate(c["error_by_decile"])}})
     return pd.DataFrame(rows)
 
@@ -80,7 +108,8 @@ def uncertainty_table(df: pd.DataFrame, params: Mapping[str, Any]) -> Optional[p
         return None
     tasks = task_order(cases, params)
     g = cases.groupby(["method", "task"], sort=False)
-    numbers = g[["pearson", "spearman", "mean_std", "err_d1", f"err_d{DECILES}"]].agg(["mean", "std"])
+    numbers = g[["pearson", "spearman", "mean_std", "coverage", "std_hole", "std_observed", "coverage_hole",
+                 "err_d1", f"err_d{DECILES}"]].agg(["mean", "std"])
     numbers.columns = [f"{a} {b}" for a, b in numbers.columns]
     numbers["n"] = g.size()
     numbers = numbers.reset_index()
@@ -92,13 +121,69 @@ def uncertainty_table(df: pd.DataFrame, params: Mapping[str, Any]) -> Optional[p
         "Pearson r": [fmt_mean_std(a, b, 2) for a, b in zip(numbers["pearson mean"], numbers["pearson std"])],
         "Spearman rho": [fmt_mean_std(a, b, 2) for a, b in zip(numbers["spearman mean"], numbers["spearman std"])],
         "mean std": [f"{v:.3f}" for v in numbers["mean_std mean"]],
+        "std in hole / observed": ["–" if pd.isna(a) else f"{a:.3f} / {b:.3f}"
+                                   for a, b in zip(numbers["std_hole mean"], numbers["std_observed mean"])],
+        f"coverage (|error| <= {COVERAGE_K:g} std)": [f"{v:.2f}" for v in numbers["coverage mean"]],
+        "coverage in hole": ["–" if pd.isna(v) else f"{v:.2f}" for v in numbers["coverage_hole mean"]],
         "|error|, least uncertain 10 %": [f"{v:.3f}" for v in numbers["err_d1 mean"]],
         f"|error|, most uncertain 10 %": [f"{v:.3f}" for v in numbers[f"err_d{DECILES} mean"]],
     })
     cap = ("Per-pixel correlation between the samples' standard deviation and the absolute error of their mean "
            f"(mean ± std over {plural(cases['image'].nunique(), 'image')}), and the mean absolute error "
-           "(on the [0, 1] scale) in the least and the most uncertain tenth of the pixels.")
+           "(on the [0, 1] scale) in the least and the most uncertain tenth of the pixels; for inpainting the mean std "
+           f"in the hole and on the observed pixels; coverage: the share of pixel values whose error is at most "
+           f"{COVERAGE_K:g} std (about 0.95 if calibrated).")
     save_table(numbers, "uncertainty", params, display=display, caption=cap)
+    return display
+
+
+def _single_sample_twin(df: pd.DataFrame, method: str) -> Optional[str]:
+    """The method label whose resolved settings equal ``method``'s with ``num_samples`` 1, if any."""
+    import json
+
+    def settings(label):
+        full = df.loc[df["method"] == label, "settings_full"].dropna()
+        return {t: json.loads(v) for t, v in zip(df.loc[full.index, "task"], full)}
+
+    mine = settings(method)
+    want = {t: {**v, "num_samples": 1} for t, v in mine.items()}
+    for other in dict.fromkeys(df["method"]):
+        if other != method and settings(other) and all(settings(other).get(t) == v for t, v in want.items()):
+            return other
+    return None
+
+
+def sample_mmse_table(df: pd.DataFrame, params: Mapping[str, Any]) -> Optional[pd.DataFrame]:
+    """PSNR of the samples' mean (each entry with ``num_samples > 1``) against one sample with the same
+    settings, per task, on the images both ran on; written as ``tables/sample_mmse``. None when the
+    run has no such pair of entries."""
+    if "settings_full" not in df.columns or "std_path" not in df.columns:
+        return None
+    multi = list(dict.fromkeys(df.loc[df["std_path"].fillna("").astype(str) != "", "method"]))
+    rows = []
+    for m in multi:
+        twin = _single_sample_twin(df, m)
+        if twin is None:
+            continue
+        both = df[df["method"] == m].merge(df[df["method"] == twin], on=["image", "task"], suffixes=("", "_one"))
+        for t in task_order(both, params):
+            d = both[both["task"] == t]
+            rows.append({"method": m, "single": twin, "task": t, "n": len(d), "psnr_mean_of_samples": d["psnr"].mean(),
+                         "psnr_one_sample": d["psnr_one"].mean(), "gain_db": (d["psnr"] - d["psnr_one"]).mean(),
+                         "gain_std_db": (d["psnr"] - d["psnr_one"]).std(ddof=0)})
+    if not rows:
+        return None
+    numbers = pd.DataFrame(rows)
+    display = pd.DataFrame({
+        "method": numbers["method"], "one sample": numbers["single"],
+        "task": [TASK_TITLES.get(t, t) for t in numbers["task"]], "images": numbers["n"],
+        "PSNR, mean of the samples (dB)": numbers["psnr_mean_of_samples"].map("{:.2f}".format),
+        "PSNR, one sample (dB)": numbers["psnr_one_sample"].map("{:.2f}".format),
+        "gain (dB)": [fmt_mean_std(a, b, 2) for a, b in zip(numbers["gain_db"], numbers["gain_std_db"])],
+    })
+    cap = ("The MMSE estimate (mean of the samples) against a single sample drawn with the same settings, "
+           "on the images both entries ran on; gain: mean ± std over those images.")
+    save_table(numbers, "sample_mmse", params, display=display, caption=cap)
     return display
 
 
@@ -134,7 +219,7 @@ def uncertainty_figure(df: pd.DataFrame, params: Mapping[str, Any], image: Optio
     if image is not None and (rows["image"] == image).any():
         rows = rows[rows["image"] == image]
     r = rows.iloc[0]
-    gt, mean = _read_png(paths.root / r["gt_path"]), _read_png(paths.root / r["recon_path"])
+    gt, mean = read_png(paths.root / r["gt_path"]), read_png(paths.root / r["recon_path"])
     std = np.load(paths.root / r["std_path"])
     err, sd = np.abs(mean - gt).mean(0), std.mean(0)
     # separate colour scales: the samples' spread is several times smaller than the error (see the table)
