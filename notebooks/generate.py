@@ -65,6 +65,20 @@ for metric, table in tables.items():
     display(Markdown(table.to_markdown()))"""),
         md("## PSNR per task"),
         code("study.metric_bars_figure(df, P, 'psnr');"),
+        md("""
+## The component ladder
+
+Each rung adds one part of the VAR solver to the rung before it (the params' `ladder`), each at its
+own tuned settings: which component does the gain come from, per task?"""),
+        code("""
+ladder = study.ladder_table(df, P)
+if ladder is None:
+    print("no `ladder` in these params")
+else:
+    display(Markdown(ladder.to_markdown(index=False)))
+    from varlib.study.ladder import ladder_gains, ladder_numbers
+    display(Markdown(ladder_gains(ladder_numbers(df, P)).to_markdown(index=False, floatfmt=".2f")))
+    study.ladder_figure(df, P)"""),
         md("## Galleries\n\nGround truth, measurement (x4 SR shown up-sampled, missing pixels black) and each output with its PSNR."),
         code("""
 g = P.get("gallery") or {}
@@ -168,6 +182,9 @@ filling, Wiener deconvolution, bicubic up-sampling), which the VAR solver starts
         code("""study.show(P, "tables/main_lpips.md")"""),
         md("The PSNR table as bars, with the spread over images as error bars:"),
         code("""study.show(P, "figures/bars_psnr.png")"""),
+        md("The component ladder (present when the params list a `ladder`): each rung adds one part of the solver."),
+        code("""study.show(P, "tables/ladder.md")"""),
+        code("""study.show(P, "figures/ladder.png")"""),
         md("""
 ## What the reconstructions look like
 

@@ -232,3 +232,31 @@ def test_notebooks_are_generated_from_generate_py(tmp_path):
         nbformat.validate(nb)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1 and 'params_file = "params/default.yaml"' in tagged[0].source
+
+
+def test_ladder_table_gains_and_figure(results):
+    """The ladder: rungs in the params' order, the PSNR gained over the rung below, the rung that adds the
+    most per task, on the images every rung ran on; a ladder naming no method is refused."""
+    base = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    rungs = ["init", "var-injection", "var-short"]
+    P = study.load_params({**base, "run": "smoke", "ladder": rungs})
+    df = _fake_cases(study.method_labels(P), P["tasks"])
+    df = df[~((df.method == "var-short") & (df.image == "c"))]  # one rung ran on fewer images
+    from varlib.study.ladder import ladder_gains, ladder_numbers
+
+    numbers = ladder_numbers(df, P)
+    assert list(numbers["method"].unique()) == rungs and (numbers["n"] == 2).all()
+    sr = numbers[numbers.task == "sr4"].set_index("method")
+    ab = df[(df.task == "sr4") & df.image.isin(["a", "b"])].groupby("method")["psnr"].mean()
+    assert sr.loc["var-short", "gain_db"] == pytest.approx(ab["var-short"] - ab["var-injection"])
+    assert np.isnan(sr.loc["init", "gain_db"])
+    gains = ladder_gains(numbers)
+    assert len(gains) == len(P["tasks"]) and set(gains["largest gain from"]) <= set(rungs[1:])
+    display = study.ladder_table(df, P)
+    assert list(display.columns[:3]) == ["task", "rung", "PSNR (dB)"]
+    assert (results / "smoke" / "tables" / "ladder.md").is_file()
+    study.ladder_figure(df, P)
+    assert (results / "smoke" / "figures" / "ladder.png").is_file()
+    assert study.ladder_table(df, study.load_params("params/smoke.yaml")) is None  # no ladder key
+    with pytest.raises(study.ParamsError, match="ladder"):
+        study.load_params({**base, "ladder": ["init", "nonexistent"]})

@@ -94,3 +94,40 @@ def test_a_prior_tuned_from_its_fallback_records_the_values_it_was_scored_with(t
     chosen = json.loads(settings_file.read_text())["tiny-test"]["sr4"]
     assert chosen["dc_latent_steps"] == 2 and chosen["dc_latent_lr"] == 0.05
     assert "dc_pixel_prior_weight" in chosen
+
+
+def test_named_settings_are_tuned_into_their_own_entry(tmp_path, monkeypatch):
+    """--settings reference --keys injection_depth: only the unstated depth is searched, it is recorded under
+    "<prior>/reference", the solver's "reference" settings pick it up, and "default" is untouched."""
+    from varlib.solver import resolve_settings
+
+    torch.manual_seed(0)
+    prior = build_prior("test")
+    prior.name = "tiny-test"
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)),
+                                        size=(16, 16), mode="bilinear")
+    settings_file = tmp_path / "tuned.json"
+    settings_file.write_text(json.dumps({"tiny-test": {"sr4": {"injection_depth": 1}}}))
+    monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr(tune, "load_prior", lambda name: prior)
+    monkeypatch.setattr(tune, "tuning_images",
+                        lambda n, image_set=None: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "sr4", "--out", str(tmp_path / "out"),
+               "--settings", "reference", "--keys", "injection_depth"])
+    table = json.loads(settings_file.read_text())
+    assert table["tiny-test"] == {"sr4": {"injection_depth": 1}}  # the default entry is untouched
+    assert set(table["tiny-test/reference"]["sr4"]) == {"injection_depth"}
+    depth = table["tiny-test/reference"]["sr4"]["injection_depth"]
+    import pandas as pd
+    log = pd.read_csv(tmp_path / "out" / "var_tuning_tiny-test_reference.csv")
+    assert set(log.swept) == {"injection_depth"} and int(log.loc[log.psnr.idxmax(), "value"]) == depth
+    ref = resolve_settings("reference", "sr4", prior_name="tiny-test")
+    assert ref["injection_depth"] == depth and ref["guidance_schedule"] == "reference"  # published values kept
+    assert resolve_settings("reference", "gaussian_blur", prior_name="tiny-test")["injection_depth"] == 2
+
+
+def test_settings_a_named_set_switches_off_are_not_swept():
+    assert tune._moot("guidance_strength", {"injection_depth": 2, "guidance_steps": 0}, 5)
+    assert tune._moot("dc_latent_weight", {"dc_latent_steps": 0}, 5)
+    assert tune._moot("dc_pixel_rho", {"dc_pixel": False}, 5) and not tune._moot("dc_pixel_rho", {"dc_pixel": True}, 5)

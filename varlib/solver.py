@@ -88,12 +88,15 @@ NAMED_SETTINGS: Dict[str, Dict[str, Any]] = {
     # our default: injection + normalised guidance + data consistency (per-task values in TASK_DEFAULTS)
     "default": dict(guidance_steps=3, guidance_strength=1.0, decode="argmax",
                     dc_latent_steps=60, dc_pixel=True),
-    # guidance without the data-consistency step (ablation)
+    # guidance without the data-consistency step (the ladder's third rung)
     "guided": dict(guidance_steps=3, guidance_strength=1.0, decode="argmax"),
+    # guidance and the latent data-consistency step, without the pixel step (the ladder's fourth rung)
+    "latent_dc": dict(guidance_steps=3, guidance_strength=1.0, decode="argmax", dc_latent_steps=60, dc_pixel=False),
 }
 
-# Per-task defaults of the "default" settings, per prior, chosen by coordinate search on
-# tinyimagenet-train images (python -m varlib.tune; results/tuning/var_tuning_<prior>.csv).
+# Per-task values of the named settings, per prior, chosen by coordinate search on the prior's training
+# images (python -m varlib.tune; results/tuning/var_tuning_<prior>.csv): key "<prior>" for "default",
+# "<prior>/<name>" for the other named settings (e.g. the published reference's unstated injection depth).
 TUNED_SETTINGS_FILE = Path(__file__).resolve().parent / "tuned_settings.json"
 
 
@@ -107,19 +110,25 @@ NEUTRAL_SETTINGS: Dict[str, Any] = {"dc_pixel_prior_weight": 1.0, "dc_pixel_hole
 TUNED_SETTINGS_FALLBACK = {"tiny64-gpu": "tiny64", "faces64": "tiny64"}
 
 
-def task_defaults(prior_name: Optional[str], task: Optional[str]) -> Dict[str, Any]:
+def tuned_key(prior_name: Optional[str], named: str = "default") -> str:
+    """The entry of ``tuned_settings.json`` holding the tuned values of ``named`` settings for a prior."""
+    return (prior_name or "") if named == "default" else f"{prior_name or ''}/{named}"
+
+
+def task_defaults(prior_name: Optional[str], task: Optional[str], named: str = "default") -> Dict[str, Any]:
+    """The tuned per-task values of the ``named`` settings for a prior ({} when none were tuned)."""
     if not TUNED_SETTINGS_FILE.exists() or task is None:
         return {}
     table = json.loads(TUNED_SETTINGS_FILE.read_text())
     name = prior_name or ""
-    if task not in table.get(name, {}):  # not tuned for this task: the prior it shares a tokenizer with
+    if task not in table.get(tuned_key(name, named), {}):  # not tuned: the prior it shares a tokenizer with
         name = TUNED_SETTINGS_FALLBACK.get(name, name)
-    return dict(table.get(name, {}).get(task, {}))
+    return dict(table.get(tuned_key(name, named), {}).get(task, {}))
 
 
 def resolve_settings(settings: Union[str, Dict[str, Any], None] = "default", task: Optional[str] = None,
                      num_scales: Optional[int] = None, prior_name: Optional[str] = None, **overrides) -> Dict[str, Any]:
-    """Full settings dict: base <- named (<- tuned per-task defaults for "default") <- dict <- overrides."""
+    """Full settings dict: base <- named <- the named settings' tuned per-task values <- dict <- overrides."""
     s = copy.deepcopy(BASE_SETTINGS)
     if settings is None:
         settings = "default"
@@ -127,8 +136,7 @@ def resolve_settings(settings: Union[str, Dict[str, Any], None] = "default", tas
         if settings not in NAMED_SETTINGS:
             raise ValueError(f"unknown solver settings {settings!r}; named settings: {', '.join(NAMED_SETTINGS)}")
         s.update(NAMED_SETTINGS[settings])
-        if settings == "default":
-            s.update(task_defaults(prior_name, task))
+        s.update(task_defaults(prior_name, task, settings))
         s["name"] = settings
     else:
         base = settings.get("base", "default")

@@ -3,14 +3,21 @@
     python -m varlib.tune --prior tiny64 --images 8
     python -m varlib.tune --prior tiny64 --images 16 --keys dc_pixel_rho,dc_pixel_prior_weight
     python -m varlib.tune --prior faces64 --images 8            # on celeba-train faces
+    python -m varlib.tune --prior tiny64 --settings reference --keys injection_depth   # the reference's depth
 
 Coordinate search over the solver settings, one task at a time, on ``--images`` images of the prior's
 training split (``tinyimagenet-train`` shard 2, or ``celeba-train`` for a face prior; evenly spaced, never
 the reported validation, held-out or embedded images):
 each setting in ``SEARCH`` (or only those named by ``--keys``) is swept in turn with the others
 fixed at the best values so far.
-Writes every evaluation to ``results/tuning/var_tuning_<prior>.csv`` and the chosen values to
-``varlib/tuned_settings.json``, which :mod:`varlib.solver` reads as the per-task defaults.
+``--settings`` picks the named solver settings to tune (``default``, the published ``reference``,
+``injection_only``, ``guided``, ``latent_dc``: the rungs of the component ladder); settings a named
+set switches off are skipped (guidance strength without guidance steps, latent weights without
+latent steps, pixel settings without the pixel step). For ``reference`` only its one unstated value,
+the injection depth, should be searched (``--keys injection_depth``): the rest is published.
+Writes every evaluation to ``results/tuning/var_tuning_<prior>[_<settings>].csv`` and the chosen values to
+``varlib/tuned_settings.json`` (entry ``<prior>`` for ``default``, ``<prior>/<settings>`` otherwise),
+which :mod:`varlib.solver` reads as the per-task values of those settings.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from .io import atomic_write_text
 from .metrics import psnr
 from .operators import TASKS, make_operator
 from .prior import load_prior
-from .solver import TUNED_SETTINGS_FILE, resolve_settings, solve, task_defaults
+from .solver import NAMED_SETTINGS, TUNED_SETTINGS_FILE, resolve_settings, solve, task_defaults, tuned_key
 
 # swept in this order; each list holds the candidate values
 # ("all-1" = every scale of the prior's schedule but the last): the solver is injection *then*
@@ -59,12 +66,18 @@ def _candidate(value, num_scales: int):
 
 
 def _moot(key: str, best: Dict, num_scales: int) -> bool:
-    """True when ``key`` cannot change the result given the values chosen so far."""
-    guided = best.get("injection_depth", 0) < num_scales
-    if key in ("guidance_strength", "guidance_steps", "decode", "partial_injection_depth"):
-        if not guided:
-            return True
-    if key in ("guidance_steps",) and best.get("guidance_strength", 1.0) == 0:
+    """True when ``key`` cannot change the result given the values chosen so far (``best``: the full
+    settings, or the swept ones; missing keys count as switched on)."""
+    generated = best.get("injection_depth", 0) < num_scales
+    if key in ("guidance_strength", "guidance_steps", "decode", "partial_injection_depth") and not generated:
+        return True
+    if key == "guidance_steps" and best.get("guidance_strength", 1.0) == 0:
+        return True
+    if key == "guidance_strength" and best.get("guidance_steps", 1) == 0:
+        return True
+    if key == "dc_latent_weight" and best.get("dc_latent_steps", 1) == 0:
+        return True
+    if key.startswith("dc_pixel_") and not best.get("dc_pixel", True):
         return True
     if key == "dc_pixel_hole" and best.get("dc_pixel_prior_weight", 1.0) == 1.0:
         return True
@@ -97,15 +110,15 @@ def task_search(task: str, keys: List[str]) -> Dict[str, list]:
     return {k: v for k, v in search.items() if k in keys}
 
 
-def search_task(prior, x, labels, task: str, keys: List[str], rows: List[Dict]) -> Dict:
-    """Coordinate search of one task from the prior's current per-task defaults (so it refines rather than
-    restarts); appends every evaluation to ``rows`` and returns the chosen values."""
-    start = resolve_settings("default", task, prior_name=prior.name)
+def search_task(prior, x, labels, task: str, keys: List[str], rows: List[Dict], named: str = "default") -> Dict:
+    """Coordinate search of one task's ``named`` settings from the prior's current per-task values (so it
+    refines rather than restarts); appends every evaluation to ``rows`` and returns the chosen values."""
+    start = resolve_settings(named, task, prior_name=prior.name)
     best = {k: v for k, v in start.items() if k in SEARCHABLE}
-    best["base"] = "default"
+    best["base"] = named
     best_score = None
     for key, values in task_search(task, keys).items():
-        if _moot(key, best, prior.num_scales):
+        if _moot(key, {**start, **best}, prior.num_scales):
             print(f"{task}: {key} skipped (no effect with {best})", flush=True)
             continue
         scores = {}
@@ -125,24 +138,33 @@ def search_task(prior, x, labels, task: str, keys: List[str], rows: List[Dict]) 
         best_score = scores[best[key]]
         print(f"{task}: {key} -> {best[key]} ({scores[best[key]]:.2f} dB; tried {scores})", flush=True)
     # the prior's (or its fallback's) values of the keys not swept stay part of what was scored
-    return {**task_defaults(prior.name, task), **{k: v for k, v in best.items() if k != "base"}}
+    swept = {k: v for k, v in best.items() if k != "base" and (k in keys or k in task_defaults(prior.name, task, named))}
+    return {**task_defaults(prior.name, task, named), **swept}
 
 
-def record(prior_name: str, chosen: Dict[str, Dict], note: str, partial: bool) -> None:
-    """Merge the chosen per-task values into ``tuned_settings.json`` (values this search did not cover are
-    kept) with how they were chosen: the note replaces the prior's, or adds to it for a ``partial`` search."""
-    current = json.loads(TUNED_SETTINGS_FILE.read_text()) if TUNED_SETTINGS_FILE.exists() else {}
-    for task, values in chosen.items():
-        current.setdefault(prior_name, {}).setdefault(task, {}).update(values)
-    notes = current.setdefault("_notes", {})
-    notes[prior_name] = f"{notes.get(prior_name, '')}; then {note}".lstrip("; ") if partial else note
-    atomic_write_text(TUNED_SETTINGS_FILE, json.dumps(current, indent=1))  # running solvers read the file
+def record(entry: str, chosen: Dict[str, Dict], note: str, partial: bool) -> None:
+    """Merge the chosen per-task values into ``tuned_settings.json`` under ``entry`` (:func:`tuned_key`;
+    values this search did not cover are kept) with how they were chosen: the note replaces the entry's,
+    or adds to it for a ``partial`` search."""
+    import fcntl
+
+    # two searches (e.g. two priors side by side) may finish together: read-modify-write under a lock
+    with open(TUNED_SETTINGS_FILE.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = json.loads(TUNED_SETTINGS_FILE.read_text()) if TUNED_SETTINGS_FILE.exists() else {}
+        for task, values in chosen.items():
+            current.setdefault(entry, {}).setdefault(task, {}).update(values)
+        notes = current.setdefault("_notes", {})
+        notes[entry] = f"{notes.get(entry, '')}; then {note}".lstrip("; ") if partial else note
+        atomic_write_text(TUNED_SETTINGS_FILE, json.dumps(current, indent=1))  # running solvers read the file
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m varlib.tune", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", default="tiny64")
+    ap.add_argument("--settings", default="default", choices=list(NAMED_SETTINGS),
+                    help="the named solver settings whose per-task values are tuned (default: the solver's own)")
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--image-set", default=None, choices=TUNING_SETS,
                     help="training split to tune on (default: the one the prior was trained on)")
@@ -170,10 +192,11 @@ def main(argv=None) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: List[Dict] = []
-    chosen = {task: search_task(prior, x, labels, task, keys, rows) for task in a.tasks.split(",")}
-    atomic_write_text(out / f"var_tuning_{prior.name}.csv", pd.DataFrame(rows).to_csv(index=False))
+    chosen = {task: search_task(prior, x, labels, task, keys, rows, a.settings) for task in a.tasks.split(",")}
+    suffix = "" if a.settings == "default" else f"_{a.settings}"
+    atomic_write_text(out / f"var_tuning_{prior.name}{suffix}.csv", pd.DataFrame(rows).to_csv(index=False))
     where = "shard 2, evenly spaced" if image_set == "tinyimagenet-train" else "files 000001-009000, evenly spaced"
-    record(prior.name, chosen, f"{', '.join(keys)} chosen by python -m varlib.tune on {a.images} {image_set} images "
+    record(tuned_key(prior.name, a.settings), chosen, f"{', '.join(keys)} chosen by python -m varlib.tune on {a.images} {image_set} images "
            f"({where}), labels={'yes' if a.use_labels else 'no'}", partial=a.keys is not None)
     print(json.dumps(chosen, indent=1))
 

@@ -12,7 +12,8 @@ plots shown inline); the logic lives here, tested::
 Modules, each importing only those above it in this list: ``paths`` (where a run writes),
 ``methods`` (the method registry), ``params`` (schema and loader), ``cache`` (case keys, the
 jsonl cache, images), ``memory`` (peak memory), ``tables``, ``runner`` (:func:`run_benchmark`),
-``ablation``, ``figures`` (also the operators figure), ``uncertainty``, ``report`` (what the
+``ablation``, ``figures`` (also the operators figure), ``uncertainty``, ``ladder`` (the component
+ladder), ``report`` (what the
 notebooks write and show), ``cli`` (``python -m varlib.study``); ``timing``
 (``python -m varlib.study.timing``) stands apart.
 
@@ -44,6 +45,7 @@ _EXPORTS: Dict[str, List[str]] = {
     "figures": ["save_figure", "gallery_figure", "metric_bars_figure", "injection_figure", "guidance_figure",
                 "lowpass_figure", "runtime_figure", "quality_time_figure", "operators_figure", "method_palette"],
     "uncertainty": ["uncertainty_table", "sample_mmse_table", "uncertainty_figure", "std_error_correlation", "posterior_samples_figure"],
+    "ladder": ["ladder_table", "ladder_figure", "ladder_numbers", "ladder_gains"],
     "report": ["NOTEBOOK_OUTPUTS", "write_benchmark_outputs", "write_runtime_outputs", "run_info", "show"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -136,6 +136,8 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     _var("var", "default"),
     _var("var-reference", "reference"),
     _var("var-injection", "injection_only"),
+    _var("var-guided", "guided"),          # the ladder's rungs between var-injection and var
+    _var("var-latent-dc", "latent_dc"),
 )}
 
 

@@ -18,6 +18,8 @@ A params file (``params/*.yaml``) describes one run::
       - {name: var, label: var-8samples, settings: {num_samples: 8, decode: sample}}
       - {name: dps, limit: 10}        # a slow method on the first 10 images of the set only
     gallery: {image: astronaut, task: inpaint_box, max_images: 6}    # optional
+    ladder: [init, var-vq, var-injection, var-guided, var-latent-dc, var]  # optional: labels of `methods`,
+                                      # each adding one component to the last (varlib.study.ladder)
     ablation:                         # optional: where and how notebooks 02 and 03 sweep a method
       images: {set: embedded, limit: 1}   # merged onto `images`
       tasks: [sr4]                    # default: the benchmark's; also seed, noise_sigma, use_labels
@@ -58,7 +60,7 @@ class ParamsError(ValueError):
 DEFAULTS: Dict[str, Any] = dict(
     run=None, description=None, notes=None, prior="tiny64", diffusion_prior="tiny64-diffusion", device="auto",
     images=None, tasks="all", noise_sigma=DEFAULT_NOISE_SIGMA, seed=0, use_labels=False, batch_size=8, methods=None,
-    gallery=None, ablation=None,
+    gallery=None, ladder=None, ablation=None,
 )
 REQUIRED = ("images", "methods")
 IMAGE_DEFAULTS: Dict[str, Any] = dict(set=None, image_size=64, limit=None)
@@ -256,6 +258,13 @@ def check_params(raw: Mapping[str, Any], where: str = "params") -> Dict[str, Any
     p["methods"] = check_methods(p["methods"], p, where)
     if "gallery" in p:
         _unknown(_typed(p["gallery"], dict, "gallery", where, "a mapping"), GALLERY_KEYS, "gallery key", where)
+    if "ladder" in p:
+        labels = [m["label"] for m in p["methods"]]
+        rungs = _typed(p["ladder"], list, "ladder", where, "a list of method labels")
+        bad = [r for r in rungs if r not in labels]
+        if bad or len(rungs) < 2 or len(set(rungs)) != len(rungs):
+            raise ParamsError(f"{where}: ladder must list at least two distinct labels of `methods`, got {rungs!r}"
+                              + (f" ({bad} not among {labels})" if bad else ""))
     if "ablation" in p:
         check_ablation(p["ablation"], p, where)
     return p
