@@ -182,9 +182,9 @@ filling, Wiener deconvolution, bicubic up-sampling), which the VAR solver starts
         code("""study.show(P, "tables/main_lpips.md")"""),
         md("The PSNR table as bars, with the spread over images as error bars:"),
         code("""study.show(P, "figures/bars_psnr.png")"""),
-        md("The component ladder (present when the params list a `ladder`): each rung adds one part of the solver."),
-        code("""study.show(P, "tables/ladder.md")"""),
-        code("""study.show(P, "figures/ladder.png")"""),
+        md("The component ladder, when the params list one (`ladder`): each rung adds one part of the solver."),
+        code("""study.show(P, "tables/ladder.md", optional=True)"""),
+        code("""study.show(P, "figures/ladder.png", optional=True)"""),
         md("""
 ## What the reconstructions look like
 
@@ -201,7 +201,7 @@ With several samples per measurement the solver also returns their per-pixel sta
 Correlation between that map and the error of the samples' mean (present only when the run has a
 multi-sample method):"""),
         code("""study.show(P, "tables/uncertainty.md")"""),
-        code("""study.show(P, "tables/sample_mmse.md")"""),
+        code("""study.show(P, "tables/sample_mmse.md", optional=True)"""),
         code("""study.show(P, "figures/uncertainty.png")"""),
         md("""
 ## Ablation: injection depth

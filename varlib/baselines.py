@@ -255,10 +255,14 @@ def hqs_loop(y: torch.Tensor, op, denoise: Callable[[torch.Tensor, float], torch
     noise = max(float(op.noise_sigma), 1e-3)
     z = op.init_estimate(y).clamp(0, 1)
     Aty = op.A_adjoint(y)
+    from torch.profiler import record_function  # named stages for varlib.study.profile
+
     for sk in sigmas:
         a = max(float(lam) * noise ** 2 / sk ** 2, 1e-6)
-        x = linalg.cg_solve(lambda v: op.A_adjoint(op.A(v)) + a * v, Aty + a * z, z, int(cg_iters))
-        z = denoise(x.clamp(-0.5, 1.5), sk).clamp(0, 1)
+        with record_function("pnp.data_step"):
+            x = linalg.cg_solve(lambda v: op.A_adjoint(op.A(v)) + a * v, Aty + a * z, z, int(cg_iters))
+        with record_function("pnp.denoiser"):
+            z = denoise(x.clamp(-0.5, 1.5), sk).clamp(0, 1)
     return z
 
 

@@ -5,6 +5,7 @@
     varlib tune ...                                search the VAR solver's per-task settings
     varlib tune-baselines ...                      search the baselines' per-task settings
     varlib timing ...                              time solvers and samplers per image
+    varlib profile ...                             where a VAR / PnP solve spends its time, by stage
     varlib report ...                              figures and tables of the embedded VAR prior
     varlib diffusion-report ...                    figures and tables of the embedded diffusion prior
     varlib figures ...                             the operators figure
@@ -24,8 +25,9 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "bench": ("varlib.study.cli", "run or resume a benchmark configuration (params/*.yaml)"),
     "train": ("varlib.training.cli", "train the embedded VAR or diffusion prior, or one stage of it"),
     "tune": ("varlib.tune", "search the VAR solver's per-task settings on training images"),
-    "tune-baselines": ("varlib.tune_baselines", "search TV / PnP-BM3D / DPS / DiffPIR settings on training images"),
+    "tune-baselines": ("varlib.tune_baselines", "search TV / PnP-BM3D / DPS / DiffPIR / PnP-UNet settings on training images"),
     "timing": ("varlib.study.timing", "time solvers and the prior's sampling per image"),
+    "profile": ("varlib.study.profile", "share of each stage of a VAR / PnP solve (transformer, guidance, CG, ...)"),
     "report": ("varlib.prior_report", "figures and tables of the embedded VAR prior (results/prior)"),
     "diffusion-report": ("varlib.diffusion.report", "figures and tables of the embedded diffusion prior"),
     "figures": ("varlib.study.figures", "the operators figure (results/figures)"),

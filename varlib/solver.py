@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function  # named stages for varlib.study.profile (free when not profiling)
 
 from .linalg import cg_solve
 from .operators import Operator, as_operator
@@ -373,7 +374,8 @@ def _scale_tokens(prior: Prior, st, logits: torch.Tensor, mask: Optional[torch.T
                   yS: torch.Tensor, operator, s: Dict[str, Any], generator) -> tuple:
     """One scale's tokens (B*S, pn, pn), their soft codes (or None) and the decoder evaluations spent:
     guided, then sampled / argmax; cells of a partial-injection ``mask`` keep the ``injected`` tokens."""
-    logits, evals = refine_logits(prior, logits, st.f_hat, st.si, yS, operator, s, generator, st.ratio)
+    with record_function("var.guidance"):
+        logits, evals = refine_logits(prior, logits, st.f_hat, st.si, yS, operator, s, generator, st.ratio)
     if s["decode"] == "sample":
         tokens = sample_tokens(logits, s["top_k"], s["top_p"], s["temperature"], generator)
     else:  # argmax; with "soft" the argmax tokens are only the scale's record
@@ -393,7 +395,8 @@ def _generate(prior: Prior, st, yS: torch.Tensor, operator, s: Dict[str, Any], m
     evals = 0
     try:
         while not st.done:
-            si, logits, mask = st.si, st.logits(), masks[st.si]
+            with record_function("var.transformer"):
+                si, logits, mask = st.si, st.logits(), masks[st.si]
             injected = init_tokens[si].repeat(samples, 1, 1) if mask is not None else None
             if mask is not None and bool(mask.all()):
                 tokens, codes = injected, None
@@ -402,7 +405,8 @@ def _generate(prior: Prior, st, yS: torch.Tensor, operator, s: Dict[str, Any], m
                 evals += ev
             st.commit(tokens, codes)
             if s["track_residual"]:
-                residuals.append(float(_residual(prior.fhat_to_image(st.f_hat), yS, operator).mean()))
+                with record_function("var.track_residual"):
+                    residuals.append(float(_residual(prior.fhat_to_image(st.f_hat), yS, operator).mean()))
                 evals += 1
     finally:
         st.close()
@@ -414,9 +418,11 @@ def _data_consistency(prior: Prior, f_hat: torch.Tensor, x_init: torch.Tensor, y
     """The image after the optional latent and pixel data-consistency steps: ((B*S, 3, H, W), decoder evals)."""
     evals = 0
     if s["dc_latent_steps"] > 0:
-        f_hat, evals = latent_data_consistency(prior, f_hat, yS, operator, int(s["dc_latent_steps"]),
-                                               float(s["dc_latent_lr"]), float(s["dc_latent_weight"]))
-    x = prior.fhat_to_image(f_hat)
+        with record_function("var.latent_dc"):
+            f_hat, evals = latent_data_consistency(prior, f_hat, yS, operator, int(s["dc_latent_steps"]),
+                                                   float(s["dc_latent_lr"]), float(s["dc_latent_weight"]))
+    with record_function("var.decode"):
+        x = prior.fhat_to_image(f_hat)
     evals += 1
     if s["dc_pixel"]:
         rho = s["dc_pixel_rho"]
@@ -424,8 +430,9 @@ def _data_consistency(prior: Prior, f_hat: torch.Tensor, x_init: torch.Tensor, y
             # trust the prior's output about as much as a measurement with the operator's noise
             rho = max(float(getattr(operator, "noise_sigma", 0.025)), 1e-3) ** 2 * 100
         samples = x.shape[0] // x_init.shape[0]
-        x = pixel_proximal(pixel_anchor(x, x_init.repeat(samples, 1, 1, 1), operator, s), yS, operator, float(rho),
-                           int(s["dc_pixel_iters"]))
+        with record_function("var.pixel_dc"):
+            x = pixel_proximal(pixel_anchor(x, x_init.repeat(samples, 1, 1, 1), operator, s), yS, operator,
+                               float(rho), int(s["dc_pixel_iters"]))
     return x, evals
 
 
@@ -463,7 +470,8 @@ def _solve(y: torch.Tensor, operator: Operator, prior: Prior, settings: Union[st
     x_init = operator.init_estimate(y).clamp(0, 1)
     check_images(x_init, prior.image_size, "the operator's initial estimate")
     need_tokens = s["injection_depth"] > 0 or s["partial_injection_depth"] > 0
-    init_tokens = prior.encode(x_init) if need_tokens else None
+    with record_function("var.encode"):
+        init_tokens = prior.encode(x_init) if need_tokens else None
     decoder_evals = 1 if need_tokens else 0  # encoder pass counted with the decoder
     yS = y.repeat(S, *([1] * (y.ndim - 1)))  # several samples are drawn as one batch of B * S
     labels = _class_labels(s["class_labels"], B)

@@ -4,7 +4,8 @@
 - :mod:`.schedule`: the DDPM linear-beta schedule and DDIM steps (:class:`DDPMSchedule`);
 - :mod:`.model`: :class:`DiffusionPrior` (deepinv-style denoiser ``prior(x, sigma)`` on [0, 1],
   DDIM ``sample``), saving/loading (:func:`save_diffusion_prior`, :func:`load_diffusion_prior`);
-- :mod:`.solvers`: DPS and DiffPIR with this prior (:func:`dps_embedded`, :func:`diffpir_embedded`).
+- :mod:`.solvers`: DPS, DiffPIR and PnP-UNet (DPIR with the network as denoiser) with this prior
+  (:func:`dps_embedded`, :func:`diffpir_embedded`, :func:`pnp_unet_embedded`).
 
 Its trainer is :mod:`varlib.training.diffusion` (``python -m varlib.training diffusion``).
 

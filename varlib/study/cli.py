@@ -6,7 +6,8 @@
 Runs every benchmark pass of the file (with ``use_labels: [false, true]`` also the VAR methods with
 class labels) into ``<results>/<run>/`` (``$VARLIB_RESULTS_DIR`` or ``results/``, or ``--results-dir``),
 writes ``tables/cases.csv`` and ``tables/summary.*`` and prints the summary. Finished cases are cached,
-so the same command resumes an interrupted run. The notebooks' tables and figures come from ``make all``.
+so the same command resumes an interrupted run. The notebooks' tables and figures come from ``make all``;
+``--runtime-outputs`` also writes notebook 04's (runtime table, figures and the quality-time frontier).
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                     help="parent folder of the run folder (default: $VARLIB_RESULTS_DIR or results/)")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     ap.add_argument("--quiet", action="store_true", help="no per-group progress lines")
+    ap.add_argument("--runtime-outputs", action="store_true",
+                    help="also write what notebook 04 writes: tables/runtime, figures/runtime, quality_vs_time "
+                         "and frontier (for a timing run such as params/runtime.yaml)")
     args = ap.parse_args(argv)
 
     from .params import load_params
@@ -38,6 +42,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     df = run_benchmark(P, limit=args.limit, progress=not args.no_progress, results_dir=args.results_dir,
                        verbose=not args.quiet)
     tables = study_paths(P, args.results_dir).tables
+    if args.runtime_outputs:
+        import os
+
+        from .paths import RESULTS_ENV
+        from .report import write_runtime_outputs
+
+        if args.results_dir:  # the writers find the run folder through the environment
+            os.environ[RESULTS_ENV] = str(args.results_dir)
+        print(write_runtime_outputs(df, P)["table"].to_markdown())
     print(f"{len(df)} cases -> {tables}")
     print((tables / "summary.md").read_text())
 

@@ -424,6 +424,37 @@ def runtime_figure(df: pd.DataFrame, params: Mapping[str, Any], name: str = "run
     return fig
 
 
+def frontier_figure(df: pd.DataFrame, params: Mapping[str, Any], metric: str = "psnr", name: str = "frontier"):
+    """The quality-versus-time frontier of each method family (the registry name: every ``var`` entry,
+    every ``pnp-bm3d`` entry, ...): mean over tasks of each entry, the entries of a family joined in
+    order of time and labelled. Returns None when no family has two entries."""
+    if "method_name" not in df.columns:
+        return None
+    g = df.groupby(["method", "task"])[[metric, "seconds"]].mean().groupby("method").mean()
+    family = df.groupby("method")["method_name"].first()
+    families = [f for f in dict.fromkeys(family[method_order(df, params)]) if (family == f).sum() >= 2]
+    if not families:
+        return None
+    plt, _ = themed_pyplot()
+    pal = method_palette(list(dict.fromkeys(family[method_order(df, params)])))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for f in dict.fromkeys(family[method_order(df, params)]):
+        pts = g.loc[family[family == f].index].sort_values("seconds")
+        ax.plot(pts["seconds"], pts[metric], marker="o", color=pal[f], label=f, lw=1.5 if f in families else 0)
+        for label, r in pts.iterrows():
+            ax.annotate(label, (r["seconds"], r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    _plain_log_labels(ax, "x")
+    ax.set_xlabel("time per image (s, log scale)")
+    ax.set_ylabel(f"{METRICS[metric][0]}, mean over tasks")
+    ax.set_title(f"Quality against time per method family ({plural(df['image'].nunique(), 'image')}, "
+                 f"{devices(df, params)}; up and left is better)", fontsize=10)
+    ax.legend(frameon=False, fontsize=8, title="method")
+    fig.tight_layout()
+    save_figure(fig, name, params)
+    return fig
+
+
 def quality_time_figure(df: pd.DataFrame, params: Mapping[str, Any], metric: str = "psnr",
                         per_task: bool = True, name: str = "quality_vs_time"):
     """Quality against time per image (log x), one marker per method; one panel per task plus the

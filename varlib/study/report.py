@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import pandas as pd
 
-from .figures import gallery_figure, metric_bars_figure, quality_time_figure, runtime_figure
+from .figures import frontier_figure, gallery_figure, metric_bars_figure, quality_time_figure, runtime_figure
 from .methods import method_label
 from .paths import study_paths
 from .tables import images_label, main_tables, write_runtime_table
@@ -44,9 +44,11 @@ def write_benchmark_outputs(df: pd.DataFrame, params: Mapping[str, Any]) -> Dict
 
 
 def write_runtime_outputs(df: pd.DataFrame, params: Mapping[str, Any]) -> Dict[str, Any]:
-    """What notebook 04 writes: the runtime table, runtime bars and the quality-versus-time scatter."""
+    """What notebook 04 writes: the runtime table, runtime bars, the quality-versus-time scatter and (with
+    several entries of one method) the frontier per method family."""
     return {"table": write_runtime_table(df, params),
-            "figures": {"runtime": runtime_figure(df, params), "quality_vs_time": quality_time_figure(df, params)}}
+            "figures": {"runtime": runtime_figure(df, params), "quality_vs_time": quality_time_figure(df, params),
+                        "frontier": frontier_figure(df, params)}}
 
 
 def run_info(params: Mapping[str, Any]) -> pd.DataFrame:
@@ -64,12 +66,14 @@ def run_info(params: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["", "value"]).set_index("")
 
 
-def show(params: Mapping[str, Any], relpath: str, width: Optional[int] = None) -> None:
+def show(params: Mapping[str, Any], relpath: str, width: Optional[int] = None, optional: bool = False) -> None:
     """Display a figure (PNG) or a Markdown table of the run in a notebook; says which notebook
-    makes it when it is missing."""
+    makes it when it is missing (nothing for an ``optional`` output that this run's params do not ask for)."""
     from IPython.display import Image, Markdown, display
 
     path = study_paths(params).root / relpath
+    if not path.is_file() and optional:
+        return
     if not path.is_file():
         maker = next((nb for nb, outs in NOTEBOOK_OUTPUTS.items() if relpath in outs), None)
         hint = f" (run notebooks/{maker}.ipynb)" if maker else ""

@@ -37,6 +37,14 @@ RUN_PURPOSE = {
     "tinyimagenet": "every method on 64 Tiny ImageNet validation images (in distribution)",
     "tinyimagenet-gpu": "the VAR solver with `tiny64-gpu` on 64 Tiny ImageNet validation images",
 }
+#: tables of a run shown in its section after the PSNR table (when the run has them), with their titles
+SHOWN_TABLES = (
+    ("main_ssim", "SSIM"), ("main_haarpsi", "HaarPSI (weight-free perceptual similarity)"),
+    ("ladder", "The component ladder: what each part of the solver adds"),
+    ("uncertainty", "Posterior samples: spread, calibration, hole vs observed pixels"),
+    ("sample_mmse", "Mean of the samples (MMSE) against one sample"),
+    ("runtime", "Time and network evaluations per image"),
+)
 #: tables of results/prior/ shown in the document, with their titles
 PRIOR_TABLES = (
     ("tokenizer_ceiling", "Tokenizer: token maps against the unquantised latent"),
@@ -107,6 +115,17 @@ def _facts(cases: pd.DataFrame, run: str, root: Path, has_notebooks: bool) -> Li
     ]
 
 
+def _ladder_sentence(path: Path) -> str:
+    """Which rung adds the most PSNR, per task, from ``tables/ladder.csv``."""
+    from ..operators import TASK_TITLES
+    from .ladder import ladder_gains
+
+    gains = ladder_gains(pd.read_csv(path))
+    parts = [f"{TASK_TITLES.get(r['task'], r['task'])}: `{r['largest gain from']}` ({r['gain_db']:+.2f} dB)"
+             for _, r in gains.iterrows()]
+    return "Largest PSNR gain over the rung below, per task: " + "; ".join(parts) + "."
+
+
 def run_section(run_dir: Path, root: Path) -> str:
     """The section of one ``results/<run>/`` folder."""
     run = run_dir.name
@@ -119,12 +138,13 @@ def run_section(run_dir: Path, root: Path) -> str:
         out += ["**PSNR (dB)**", "", _read(tables / "main_psnr.md"), ""]
     else:
         out += ["**PSNR (dB), mean ± std over images**", "", _psnr_pivot(cases), ""]
-    for name, title in (("main_ssim", "SSIM"), ("main_haarpsi", "HaarPSI (weight-free perceptual similarity)"),
-                        ("runtime", "Time and network evaluations per image")):
+    for name, title in SHOWN_TABLES:
         if (tables / f"{name}.md").exists():
             out += [f"**{title}**", "", _read(tables / f"{name}.md"), ""]
-    extra = sorted(p.name for p in tables.glob("*.md")
-                   if p.stem not in ("main_psnr", "main_ssim", "main_haarpsi", "runtime", "summary", "cases"))
+            if name == "ladder":
+                out += [_ladder_sentence(tables / "ladder.csv"), ""]
+    shown = {"main_psnr", "summary", "cases", *(name for name, _ in SHOWN_TABLES)}
+    extra = sorted(p.name for p in tables.glob("*.md") if p.stem not in shown)
     if extra:
         out += ["More tables: " + ", ".join(f"[`{n}`](../results/{run}/tables/{n})" for n in extra), ""]
     if (run_dir / "html" / "05_report.html").exists():
