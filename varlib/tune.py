@@ -138,8 +138,8 @@ def search_task(prior, x, labels, task: str, keys: List[str], rows: List[Dict], 
         best_score = scores[best[key]]
         print(f"{task}: {key} -> {best[key]} ({scores[best[key]]:.2f} dB; tried {scores})", flush=True)
     # the prior's (or its fallback's) values of the keys not swept stay part of what was scored
-    swept = {k: v for k, v in best.items() if k != "base" and (k in keys or k in task_defaults(prior.name, task, named))}
-    return {**task_defaults(prior.name, task, named), **swept}
+    tuned = task_defaults(prior.name, task, named)  # read once: it parses tuned_settings.json
+    return {**tuned, **{k: v for k, v in best.items() if k != "base" and (k in keys or k in tuned)}}
 
 
 def record(entry: str, chosen: Dict[str, Dict], note: str, partial: bool) -> None:

@@ -145,10 +145,10 @@ def _single_sample_twin(df: pd.DataFrame, method: str) -> Optional[str]:
         full = df.loc[df["method"] == label, "settings_full"].dropna()
         return {t: json.loads(v) for t, v in zip(df.loc[full.index, "task"], full)}
 
-    mine = settings(method)
-    want = {t: {**v, "num_samples": 1} for t, v in mine.items()}
+    want = {t: {**v, "num_samples": 1} for t, v in settings(method).items()}
     for other in dict.fromkeys(df["method"]):
-        if other != method and settings(other) and all(settings(other).get(t) == v for t, v in want.items()):
+        theirs = settings(other) if other != method else {}
+        if theirs and all(theirs.get(t) == v for t, v in want.items()):
             return other
     return None
 
