@@ -166,8 +166,9 @@ def test_solvers_reduce_residual(task, method, steps):
 
 @pytest.mark.parametrize("task", ["inpaint_random", "gaussian_blur"])
 def test_pnp_unet_runs_dpir_schedule_with_the_network(task):
-    """PnP-UNet: one denoiser call per level, DPIR's levels from 49/255 down to the noise level, the
-    data step pulls toward the measurement, deterministic; a bad measurement is refused."""
+    """PnP-UNet: one denoiser call per level, geometric levels from the task's sigma_max (tuned, or DPIR's
+    49/255) down to the noise level, the data step pulls toward the measurement, deterministic; a bad
+    measurement is refused."""
     op = make_operator(task, 16, seed=0)
     x = smooth_images()
     y = op.measure(x)
@@ -176,9 +177,12 @@ def test_pnp_unet_runs_dpir_schedule_with_the_network(task):
     assert res.image.shape == x.shape and res.image.min() >= 0 and res.image.max() <= 1
     assert res.denoiser_evals == 4 and res.extras["method"] == "pnp-unet"
     sig = res.extras["sigmas"]
-    assert sig[0] == pytest.approx(49 / 255) and sig[-1] == pytest.approx(op.noise_sigma)
+    tuned = embedded_settings("pnp-unet", task)
+    assert sig[0] == pytest.approx(tuned["sigma_max"]) and sig[-1] == pytest.approx(op.noise_sigma)
     assert all(a > b for a, b in zip(sig, sig[1:]))
-    assert res.extras["settings"]["lam"] == embedded_settings("pnp-unet", task)["lam"]
+    assert res.extras["settings"]["lam"] == tuned["lam"]
+    dpir = pnp_unet_embedded(y, op, prior=prior, iters=4, sigma_max=49 / 255).extras["sigmas"]
+    assert dpir[0] == pytest.approx(49 / 255) and dpir[-1] == pytest.approx(op.noise_sigma)
     residual = (op.A(res.image) - y).flatten(1).norm(dim=1)
     assert (residual < 3 * op.noise_sigma * y[0].numel() ** 0.5).all()  # consistent with y up to a few sigma
     assert torch.equal(pnp_unet_embedded(y, op, prior=prior, iters=4).image, res.image)
