@@ -6,6 +6,9 @@
 #   make report                       HTML of every executed notebook in $(RESULTS)/html/
 #   make smoke                        `all` with params/smoke.yaml (results/smoke/)
 #   make all PARAMS=... LIMIT=N       the same on the first N images only
+#   make all PARAMS=... SHARDS=N      the benchmark first as N submitit jobs (SLURM when available,
+#                                     else local processes; SHARD_FLAGS=... adds varlib bench options,
+#                                     e.g. "--threads-per-shard 1"), then the notebooks (docs/study.md)
 #   make screenshots                  PNG screenshots of the HTML reports (headless chromium)
 #
 # An executed notebook $(RESULTS)/notebooks/NN_x.ipynb depends on its source notebook, the params
@@ -34,7 +37,15 @@ PAPERMILL := MPLBACKEND=Agg PYTHONUNBUFFERED=1 $(PY) -m papermill --kernel pytho
 NB_LOG_FILTER := grep --line-buffered -v -E '^$$|^(Executing|Ending) Cell|^<(Figure size|IPython\.core\.display\.)'
 NBCONVERT := $(PY) -m jupyter nbconvert --log-level ERROR
 
-.PHONY: smoke benchmark ablation-injection ablation-guidance runtime report-notebook notebooks screenshots
+# SHARDS=N: the benchmark's cases as N shard jobs before notebook 01, which then finds them all cached
+SHARDS ?=
+SHARD_FLAGS ?=
+sharded-benchmark: | $(VENV)/.stamp
+	$(if $(SHARDS),$(PY) -m varlib.study --params $(PARAMS) --run $(RUN) --shards $(SHARDS) \
+	  $(if $(LIMIT),--limit $(LIMIT)) $(SHARD_FLAGS),@true)
+$(NB_OUT)/01_benchmark.ipynb: | sharded-benchmark
+
+.PHONY: sharded-benchmark smoke benchmark ablation-injection ablation-guidance runtime report-notebook notebooks screenshots
 
 all: report
 

@@ -10,9 +10,9 @@ plots shown inline); the logic lives here, tested::
     study.run_ablation(P, "injection")                # study.ablation
 
 Modules, each importing only those above it in this list: ``paths`` (where a run writes),
-``methods`` (the method registry), ``params`` (schema and loader), ``cache`` (case keys, the
-jsonl cache, images), ``memory`` (peak memory), ``tables``, ``runner`` (:func:`run_benchmark`),
-``ablation``, ``figures`` (also the operators figure), ``uncertainty``, ``ladder`` (the component
+``methods`` (the method registry), ``params`` (schema and loader), ``shards`` (deterministic
+shards of the cases), ``cache`` (case keys, the jsonl cache files, images), ``memory`` (peak memory), ``tables``, ``runner`` (:func:`run_benchmark`),
+``cluster`` (shards as submitit jobs), ``ablation``, ``figures`` (also the operators figure), ``uncertainty``, ``ladder`` (the component
 ladder), ``report`` (what the
 notebooks write and show), ``cli`` (``python -m varlib.study``); ``timing``
 (``python -m varlib.study.timing``) stands apart.
@@ -36,10 +36,13 @@ _EXPORTS: Dict[str, List[str]] = {
     "methods": ["METHODS", "Method", "MethodSpec", "method_label"],
     "params": ["ParamsError", "load_params", "check_params", "labels_modes", "method_labels", "bench_params",
                "LABELS_SUFFIX"],
-    "cache": ["case_key", "prior_fingerprint", "read_cache"],
+    "shards": ["Shard", "parse_shard"],
+    "cache": ["case_key", "prior_fingerprint", "read_cache", "cache_files"],
     "tables": ["METRICS", "DIGITS", "summarize", "write_tables", "summary_long", "metric_table", "main_tables",
                "runtime_table", "save_table", "to_latex", "method_order", "task_order", "add_network_evals"],
-    "runner": ["Case", "plan_cases", "benchmark_passes", "run_cases", "run_benchmark", "load_cases"],
+    "runner": ["Case", "plan_cases", "benchmark_passes", "run_cases", "run_benchmark", "load_cases",
+               "MissingCasesError"],
+    "cluster": ["run_sharded", "submit_shards", "make_executor"],
     "ablation": ["injection_sweep", "guidance_sweep", "lowpass_sweep", "ablation_params", "run_ablation",
                  "load_ablation", "annotate_sweep", "ablation_table", "default_settings", "num_scales"],
     "figures": ["save_figure", "gallery_figure", "metric_bars_figure", "injection_figure", "guidance_figure",

@@ -5,7 +5,8 @@ set and name, task, method, label, fully resolved settings (less solver options 
 sit at their neutral value, :func:`key_settings`), network prior (as name plus a hash of its weight
 files, :func:`prior_fingerprint`; empty for methods without one), seed, noise sigma, image size and
 the operator's ``describe()``. Each finished case is appended at once to
-``<run>/cache/cases.jsonl`` (write, flush, fsync): a rerun skips the cases whose key is there, so an
+``<run>/cache/cases.jsonl`` (write, flush, fsync; a shard of a sharded run appends to its own
+``cases.shard-<i>-of-<n>.jsonl``, :mod:`varlib.study.shards`, and every such file counts): a rerun skips the cases whose key is there, so an
 interrupted run resumes without duplicates, and a changed setting gets a new key. Reconstructions are
 ``cache/images/<key>.png``; ground truth and measurement are saved once per image (and task) as
 ``gt_*.png`` / ``meas_*.png``; with ``num_samples > 1`` the VAR std map is ``<key>_std.npy``.
@@ -24,6 +25,7 @@ import numpy as np
 
 from ..io import atomic_path
 from .methods import compact
+from .shards import SHARD_FILE_RE
 
 #: the columns of a case row, in the order of tables/cases.csv
 CASE_COLUMNS = [
@@ -117,12 +119,27 @@ def read_rows(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
     return rows
 
 
+def cache_files(run_dir: Union[str, os.PathLike]) -> List[Path]:
+    """The case files of a run folder that exist: ``cache/cases.jsonl`` and every shard's file."""
+    folder = Path(run_dir) / "cache"
+    main = [folder / "cases.jsonl"] if (folder / "cases.jsonl").is_file() else []
+    shards = sorted(f for f in folder.glob("cases.shard-*.jsonl") if SHARD_FILE_RE.match(f.name)) \
+        if folder.is_dir() else []
+    return main + shards
+
+
+def read_run_rows(run_dir: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
+    """The rows of every case file of a run folder (:func:`cache_files`), ``cases.jsonl`` first."""
+    return [r for f in cache_files(run_dir) for r in read_rows(f)]
+
+
 def read_cache(run_dir: Union[str, os.PathLike]):
-    """Every cached case row of a run folder (``<results>/<run>``, also rows of settings no longer in its
-    params) as a DataFrame, the latest row per key, columns in :data:`CASE_COLUMNS` order."""
+    """Every cached case row of a run folder (``<results>/<run>``, every case file, also rows of
+    settings no longer in its params) as a DataFrame, the latest row per key (a key found in two
+    shards' files counts once), columns in :data:`CASE_COLUMNS` order."""
     import pandas as pd
 
-    rows = read_rows(Path(run_dir) / "cache" / "cases.jsonl")
+    rows = read_run_rows(run_dir)
     df = pd.DataFrame(rows, columns=CASE_COLUMNS if not rows else None)
     if len(df):
         df = df.drop_duplicates("key", keep="last").reset_index(drop=True)

@@ -16,6 +16,12 @@
    cached before a metric column existed (HaarPSI) get it from their saved 8-bit PNGs, appended to
    the cache as the row's newer version (:func:`backfill_haarpsi`), so no case is solved again.
 
+With ``shard=Shard(i, n)`` only that shard's cases run (:mod:`varlib.study.shards`), appended to its
+own ``cache/cases.shard-<i>-of-<n>.jsonl``, and no tables are written; ``merge=True`` runs nothing
+and writes the tables once every planned case is in some case file (else
+:class:`MissingCasesError` names what is missing and which shards own it). Every case file of a run
+counts as its cache.
+
 Progress: a tqdm bar (``progress=True``) and, unless ``verbose=False``, one plain line per finished
 group on stdout, flushed, e.g. ``[bench default] 37/240 cases  task=sr4  method=var  (12.3 s)``, so
 that it reaches the terminal through papermill's ``--log-output`` as well.
@@ -44,11 +50,12 @@ import torch
 
 from ..io import atomic_write_text
 from .cache import (append_row, case_key, git_commit, gt_png_name, key_settings, measurement_png_name, number,
-                    prior_fingerprint, read_cache, read_png, read_rows, save_npy, save_png)
+                    prior_fingerprint, read_cache, read_png, read_run_rows, save_npy, save_png)
 from .memory import PeakMemory
 from .methods import METHODS, MethodSpec, compact, method_specs
 from .params import LABELS_SUFFIX, bench_params, check_params, labels_modes, load_params
 from .paths import study_paths
+from .shards import Shard, owner, shard_of_file, unit_keys
 from .tables import write_tables
 
 ParamsLike = Union[str, os.PathLike, Mapping[str, Any]]
@@ -341,7 +348,7 @@ def backfill_haarpsi(root: Path, keys: Optional[set] = None) -> int:
     from ..metrics import HAARPSI_MIN_SIZE, haarpsi
 
     jsonl = root / "cache" / "cases.jsonl"
-    latest = {r["key"]: r for r in read_rows(jsonl)}
+    latest = {r["key"]: r for r in read_run_rows(root)}
     todo = [r for k, r in latest.items() if r.get("haarpsi") is None and (keys is None or k in keys)
             and int(r.get("image_size") or 0) >= HAARPSI_MIN_SIZE
             and (root / str(r.get("recon_path", ""))).is_file() and (root / str(r.get("gt_path", ""))).is_file()]
@@ -351,12 +358,20 @@ def backfill_haarpsi(root: Path, keys: Optional[set] = None) -> int:
     return len(todo)
 
 
+class MissingCasesError(RuntimeError):
+    """The merge of a sharded run found cases that no shard has finished."""
+
+
 def run_cases(p: Mapping[str, Any], root: Union[str, os.PathLike], limit: Optional[int] = None,
-              progress: bool = False, name: Optional[str] = None, verbose: bool = True) -> pd.DataFrame:
+              progress: bool = False, name: Optional[str] = None, verbose: bool = True,
+              shard: Optional[Shard] = None, merge: bool = False) -> pd.DataFrame:
     """Run (or resume) one benchmark pass of checked params ``p`` into ``root``; returns its rows.
 
     ``limit`` keeps the first N images (a smaller limit in the params wins); ``name`` labels the
-    progress output (default ``p["run"]``)."""
+    progress output (default ``p["run"]``). ``shard``: run only that shard's cases, appending to its
+    own cache file, and write no tables (the merge does); returns the shard's rows. ``merge``: run
+    nothing, build the tables from every case file, and raise :class:`MissingCasesError` (naming
+    the missing cases and the shards that own them) when some case is in none."""
     from ..data import load_images
     from ..metrics import lpips_available
 
@@ -364,6 +379,8 @@ def run_cases(p: Mapping[str, Any], root: Union[str, os.PathLike], limit: Option
     if not isinstance(p.get("use_labels"), bool):  # a list means several passes: run_benchmark's job
         raise ValueError(f"run_cases runs one pass (use_labels true or false), got use_labels={p.get('use_labels')!r}; "
                          "use run_benchmark, or benchmark_passes for the passes' params")
+    if shard is not None and merge:
+        raise ValueError("run_cases: give shard (run one shard) or merge (tables from every shard), not both")
     if limit is not None:
         old = p["images"]["limit"]
         p = {**p, "images": {**p["images"], "limit": int(limit) if old is None else min(int(limit), int(old))}}
@@ -372,10 +389,17 @@ def run_cases(p: Mapping[str, Any], root: Union[str, os.PathLike], limit: Option
                                         with_names=True)
     names = [str(n) for n in names]
     cases = plan_cases(p, names, labels)
-    jsonl = root / "cache" / "cases.jsonl"
-    done = {r["key"] for r in read_rows(jsonl)}
-    todo = [c for c in cases if c.key not in done]
-    report = Progress(name or str(p["run"]), len(cases), len(todo), bar=progress, lines=verbose)
+    units = unit_keys(cases, int(p["batch_size"]))
+    mine = [c for c in cases if shard is None or shard.owns(units[c.key])]
+    done = {r["key"] for r in read_run_rows(root)}
+    todo = [c for c in mine if c.key not in done]
+    if merge:
+        if todo:
+            raise MissingCasesError(missing_cases_message(root, todo, units, len(cases)))
+        return finish(p, root, cases)
+    jsonl = root / "cache" / (shard.cache_name if shard is not None else "cases.jsonl")
+    label = (name or str(p["run"])) + (f" shard {shard}" if shard is not None else "")
+    report = Progress(label, len(mine), len(todo), bar=progress, lines=verbose)
     try:
         if todo:
             device = _device(p["device"])
@@ -383,17 +407,43 @@ def run_cases(p: Mapping[str, Any], root: Union[str, os.PathLike], limit: Option
                           models=load_models(p, todo, device), device=device, commit=git_commit(),
                           have_lpips=lpips_available()[0])
             for task in p["tasks"]:
-                _run_task(ctx, task, [c for c in todo if c.task == task], report)
+                _run_task(ctx, task, [c for c in todo if c.task == task], report, jsonl)
     finally:
         report.close()
-    return finish(p, root, cases)
+    if shard is None:
+        return finish(p, root, cases)
+    df = read_cache(root)
+    keys = {c.key for c in mine}
+    return df[df["key"].isin(keys)].reset_index(drop=True)
 
 
-def _run_task(ctx: Context, task: str, cases: Sequence[Case], report: Progress) -> None:
+def missing_cases_message(root: Path, todo: Sequence[Case], units: Mapping[str, str], total: int) -> str:
+    """What a merge tells when cases are missing: how many, per (task, method), and which shard owns
+    them (the shard counts are read from the shard files present)."""
+    counts = sorted({s.count for s in (shard_of_file(f.name) for f in (root / "cache").glob("cases.*.jsonl")) if s})
+    lines = [f"{len(todo)} of {total} cases of {root} are in no cache file yet, so no tables were written:"]
+    per: Dict[tuple, int] = {}
+    for c in todo:
+        per[(c.task, c.spec.label)] = per.get((c.task, c.spec.label), 0) + 1
+    lines += [f"  task={t} method={m}: {n} missing" for (t, m), n in list(per.items())[:12]]
+    if len(per) > 12:
+        lines.append(f"  ... and {len(per) - 12} more (task, method) pairs")
+    for n in counts:
+        owners: Dict[int, int] = {}
+        for c in todo:
+            owners[owner(units[c.key], n)] = owners.get(owner(units[c.key], n), 0) + 1
+        lines.append(f"  with {n} shards: " + ", ".join(f"shard {i}/{n} lacks {k}" for i, k in sorted(owners.items()))
+                     + f"; rerun those shards (varlib bench --params ... --shard i/{n}) and merge again")
+    if not counts:
+        lines.append("  no shard has written anything: run the shards (varlib bench --params ... --shards N) "
+                     "or the whole benchmark without --merge")
+    return "\n".join(lines)
+
+
+def _run_task(ctx: Context, task: str, cases: Sequence[Case], report: Progress, jsonl: Path) -> None:
     if not cases:
         return
     measured = measure_task(ctx, task, cases)
-    jsonl = ctx.root / "cache" / "cases.jsonl"
     for spec in method_specs(ctx.p):
         mine = [c for c in cases if c.spec.label == spec.label]
         if not mine:
@@ -410,7 +460,8 @@ def _run_task(ctx: Context, task: str, cases: Sequence[Case], report: Progress) 
 # the whole benchmark of a params file
 # ==================================================================================================
 def run_benchmark(params: ParamsLike, limit: Optional[int] = None, progress: bool = False,
-                  results_dir: Optional[Union[str, os.PathLike]] = None, verbose: bool = True) -> pd.DataFrame:
+                  results_dir: Optional[Union[str, os.PathLike]] = None, verbose: bool = True,
+                  shard: Optional[Shard] = None, merge: bool = False) -> pd.DataFrame:
     """Run (or resume: finished cases come from the cache) the benchmark of ``params`` (a params
     file, a mapping, or :func:`load_params`'s result); returns the per-case table, one row per
     image x task x method.
@@ -418,18 +469,21 @@ def run_benchmark(params: ParamsLike, limit: Optional[int] = None, progress: boo
     With ``use_labels: [false, true]`` the VAR methods run a second time with the images' class
     labels (into ``<run>/with-labels/``); those rows get the method label suffixed ``" +labels"`` and
     the combined table is written to ``<run>/tables/cases_all.csv``. ``results_dir`` replaces the
-    results root (``$VARLIB_RESULTS_DIR`` or ``results/``)."""
+    results root (``$VARLIB_RESULTS_DIR`` or ``results/``). ``shard`` runs one shard of every pass
+    (no tables); ``merge`` runs nothing and writes the tables once every shard has finished (see
+    :func:`run_cases`)."""
     P = params if isinstance(params, Mapping) and "_source" in params else load_params(params)
     passes = benchmark_passes(P, results_dir)
     frames = []
     for pas in passes:
         name = P["run"] if pas.kind == "main" else f"{P['run']}/{pas.root.name}"
-        df = run_cases(pas.params, pas.root, limit=limit, progress=progress, name=name, verbose=verbose)
+        df = run_cases(pas.params, pas.root, limit=limit, progress=progress, name=name, verbose=verbose,
+                       shard=shard, merge=merge)
         if pas.suffix:
             df = _relabelled(df, pas)
         frames.append(df)
-    if len(frames) == 1:
-        return frames[0]
+    if len(frames) == 1 or shard is not None:
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     both = pd.concat(frames, ignore_index=True)
     atomic_write_text(passes[0].root / "tables" / "cases_all.csv", both.to_csv(index=False))
     return both
