@@ -19,7 +19,10 @@ is (B,3,H,W) in [0,1]. A measurement with NaN or infinite entries is refused wit
 
 Per-task hyper-parameters live in :data:`BASELINE_SETTINGS` (``BASELINE_SETTINGS[method][task]``);
 the classical ones were tuned with ``python -m varlib.tune_baselines`` on Tiny ImageNet *train*
-images (results in ``results/tuning/baselines.csv``).
+images (results in ``results/tuning/baselines.csv``). An image domain with its own tuning (faces:
+``varlib.data.DOMAIN_TRAIN_SETS``) overrides them from :data:`DOMAIN_SETTINGS_FILE`
+(``baseline_settings(method, task, domain="celeba")``; the benchmark passes the domain of its
+image set), so that the baselines are tuned on the same training images as the VAR solver.
 """
 from __future__ import annotations
 
@@ -78,12 +81,34 @@ BASELINE_SETTINGS: Dict[str, Dict[str, Dict[str, Any]]] = {
 }
 
 
-def baseline_settings(method: str, task: Optional[str]) -> Dict[str, Any]:
-    """A copy of the tuned settings of ``method`` for ``task`` (the gaussian_blur ones for unknown tasks)."""
+#: per-domain tuned values of the baselines (classical and embedded-diffusion ones):
+#: ``{domain: {"notes": {method: command}, "chosen": {method: {task: settings}}}}``, written by
+#: ``python -m varlib.tune_baselines --image-set celeba-train --write-domain``
+DOMAIN_SETTINGS_FILE = Path(__file__).resolve().parent / "tuned_baselines.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _domain_table() -> Dict[str, Any]:
+    import json
+
+    return json.loads(DOMAIN_SETTINGS_FILE.read_text()) if DOMAIN_SETTINGS_FILE.exists() else {}
+
+
+def domain_settings(method: str, task: Optional[str], domain: Optional[str]) -> Dict[str, Any]:
+    """The values tuned for ``method`` on ``task`` in image ``domain`` (empty when there are none)."""
+    if not domain:
+        return {}
+    chosen = _domain_table().get(domain, {}).get("chosen", {}).get(method, {})
+    return copy.deepcopy(chosen.get(task, {}))
+
+
+def baseline_settings(method: str, task: Optional[str], domain: Optional[str] = None) -> Dict[str, Any]:
+    """A copy of the tuned settings of ``method`` for ``task`` (the gaussian_blur ones for unknown
+    tasks), with the values tuned for image ``domain`` on top when it has any."""
     if method not in BASELINE_SETTINGS:
         raise ValueError(f"no settings for baseline {method!r}; known: {', '.join(BASELINE_SETTINGS)}")
     table = BASELINE_SETTINGS[method]
-    return copy.deepcopy(table.get(task, table["gaussian_blur"]))
+    return {**copy.deepcopy(table.get(task, table["gaussian_blur"])), **domain_settings(method, task, domain)}
 
 
 def _resolve(method: str, op, given: Dict[str, Any]) -> Dict[str, Any]:

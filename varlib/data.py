@@ -7,7 +7,7 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -196,6 +196,18 @@ FOLDER_SETS = {
     "cbsd68": ("CBSD68", "68 colour BSD PNGs, e.g. cszn/FFDNet testsets/CBSD68"),
     "mcmaster": ("McMaster", "18 McMaster TIF/PNGs, e.g. cszn/FFDNet testsets/McMaster"),
 }
+
+#: image domains whose baselines have their own tuned settings (``varlib/tuned_baselines.json``): the
+#: domain of an image set, and the training set those settings were searched on
+DOMAIN_TRAIN_SETS: Dict[str, str] = {"celeba": "celeba-train"}
+
+
+def image_domain(image_set: Optional[str]) -> Optional[str]:
+    """The domain of an image set with its own tuned baseline settings (``"celeba"`` for
+    ``celeba-train`` / ``celeba-val``), None for the others (they use the Tiny ImageNet tuning)."""
+    head = str(image_set or "").split("-")[0]
+    return head if head in DOMAIN_TRAIN_SETS else None
+
 
 IMAGE_SETS: Tuple[str, ...] = ("embedded", "tinyimagenet-train", "tinyimagenet-val", "celeba-train", "celeba-val",
                                 *FOLDER_SETS)

@@ -1,10 +1,16 @@
-"""Tune the classical baselines' per-task hyper-parameters on Tiny ImageNet *train* images.
+"""Tune the baselines' per-task hyper-parameters on training images (Tiny ImageNet, or CelebA faces).
 
     python -m varlib.tune_baselines [--images 8] [--methods tv pnp-bm3d] [--tasks ...] [--out results/tuning]
+    python -m varlib.tune_baselines --image-set celeba-train --diffusion-prior faces64-diffusion \
+        --methods tv pnp-bm3d pnp-unet diffpir --name faces --write-domain     # the face domain's values
 
 Images: ``--images`` images of training shard 0 (``read_tinyimagenet('train', shards=[0])``), one
 per class, classes spread evenly over the shard -- never the validation split or the embedded
-photos that the benchmark reports. Each task's operator uses seed 0 and the default noise level.
+photos that the benchmark reports; with ``--image-set celeba-train``, evenly spaced faces of the
+CelebA training files (000001-009000), never the held-out ones. Each task's operator uses seed 0 and
+the default noise level. ``--write-domain`` stores the chosen values as that domain's
+(``varlib/tuned_baselines.json``, :func:`varlib.baselines.domain_settings`), which the benchmark
+uses for image sets of the domain (``celeba-val``).
 
 A handful of values per task (coordinate-wise, cheap):
 
@@ -65,9 +71,21 @@ PNP_UNET_ITERS = (8, 24)                  # DPIR: 8 for deblurring, 24 for super
 DIFFUSION_METHODS = ("dps", "diffpir", "pnp-unet")
 
 
-def tuning_images(n: int = 8, image_size: int = 64) -> tuple:
-    """``n`` training images of shard 0, one per class, classes evenly spread; (images, names)."""
+TUNING_SETS = ("tinyimagenet-train", "celeba-train")
+
+
+def tuning_images(n: int = 8, image_size: int = 64, image_set: str = "tinyimagenet-train") -> tuple:
+    """``n`` training images; (images, names): of Tiny ImageNet shard 0, one per class, classes evenly
+    spread, or (``celeba-train``) evenly spaced CelebA training faces."""
     from .data import read_tinyimagenet, to_tensor, resize_center_crop
+    if image_set not in TUNING_SETS:
+        raise ValueError(f"tuning images come from a training split: {' or '.join(map(repr, TUNING_SETS))}, "
+                         f"not {image_set!r}")
+    if image_set == "celeba-train":
+        from .training.common import read_split
+        raw, _, names = read_split("celeba", "train")
+        idx = np.linspace(0, len(raw) - 1, n).round().astype(int)
+        return to_tensor(raw[idx]), [names[i] for i in idx]
     raw, labels, names = read_tinyimagenet("train", shards=[0])
     classes = np.unique(labels)
     picks = [int(np.flatnonzero(labels == c)[0]) for c in classes[np.linspace(0, len(classes) - 1, n).astype(int)]]
@@ -140,11 +158,11 @@ def _search(method: str, task: str, base: Dict[str, Any], trial) -> Dict[str, An
     raise ValueError(f"tuning is implemented for tv, pnp-bm3d, dps, diffpir and pnp-unet, not {method!r}")
 
 
-def _start_settings(method: str, task: str) -> Dict[str, Any]:
+def _start_settings(method: str, task: str, domain: Optional[str] = None) -> Dict[str, Any]:
     if method in DIFFUSION_METHODS:
         from .diffusion.solvers import embedded_settings
-        return embedded_settings(method, task)
-    return bl.baseline_settings(method, task)
+        return embedded_settings(method, task, domain)
+    return bl.baseline_settings(method, task, domain)
 
 
 class _Trials:
@@ -173,11 +191,12 @@ class _Trials:
 
 
 def _write_outputs(out: Path, name: str, rows: List[Dict], names: List[str], image_size: int, seed: int,
-                   chosen: Dict) -> None:
+                   chosen: Dict, image_set: str = "tinyimagenet-train") -> None:
     import pandas as pd
     df = pd.DataFrame(rows)
     df.insert(2, "images", len(names))
-    df["image_set"] = "tinyimagenet-train shard 0 (one image per class, classes evenly spaced)"
+    df["image_set"] = ("tinyimagenet-train shard 0 (one image per class, classes evenly spaced)"
+                       if image_set == "tinyimagenet-train" else f"{image_set} (evenly spaced)")
     atomic_write_text(out / f"{name}.csv", df.to_csv(index=False))
     atomic_write_text(out / f"{name}_chosen.json", json.dumps({"images": names, "image_size": image_size,
                                                                "seed": seed, "chosen": chosen}, indent=2))
@@ -185,13 +204,17 @@ def _write_outputs(out: Path, name: str, rows: List[Dict], names: List[str], ima
 
 def tune(methods: List[str], tasks: List[str], n_images: int, out: Path, image_size: int = 64,
          seed: int = 0, log=print, name: str = "baselines", dps_tasks: Optional[List[str]] = None,
-         diffusion_prior: str = "tiny64-diffusion") -> Dict[str, Dict[str, Dict[str, Any]]]:
-    """Search each method's per-task settings (:func:`_search`) on ``n_images`` training images; writes
-    ``<out>/<name>.csv`` and ``<out>/<name>_chosen.json`` and returns ``{method: {task: settings}}``."""
+         diffusion_prior: str = "tiny64-diffusion", image_set: str = "tinyimagenet-train"
+         ) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """Search each method's per-task settings (:func:`_search`) on ``n_images`` training images of
+    ``image_set``, starting from the values in use for its domain; writes ``<out>/<name>.csv`` and
+    ``<out>/<name>_chosen.json`` and returns ``{method: {task: settings}}``."""
+    from .data import image_domain
     from .operators import make_operator
 
-    x, names = tuning_images(n_images, image_size)
-    log(f"tuning on {len(names)} tinyimagenet-train images: {', '.join(names)}")
+    x, names = tuning_images(n_images, image_size, image_set)
+    domain = image_domain(image_set)
+    log(f"tuning on {len(names)} {image_set} images: {', '.join(names)}")
     out.mkdir(parents=True, exist_ok=True)
     dprior = None
     if set(methods) & set(DIFFUSION_METHODS):
@@ -211,7 +234,7 @@ def tune(methods: List[str], tasks: List[str], n_images: int, out: Path, image_s
             if method == "dps" and dps_tasks is not None and task not in dps_tasks:
                 continue  # filled in below from a tuned task
             trial = _Trials(method, task, x, y, op, dprior, names, image_size, seed, cache, trials_path, log)
-            best = _search(method, task, _start_settings(method, task), trial)
+            best = _search(method, task, _start_settings(method, task, domain), trial)
             chosen[method][task] = best
             best_key = json.dumps(best, sort_keys=True)
             rows.extend(dict(method=method, task=task, settings=key, **r, chosen=key == best_key)
@@ -222,8 +245,30 @@ def tune(methods: List[str], tasks: List[str], n_images: int, out: Path, image_s
             if task not in chosen["dps"]:
                 chosen["dps"][task] = dict(_borrow(task, {t: chosen["dps"][t] for t in dps_tasks if t in chosen["dps"]}))
                 log(f"[{task}] dps not searched; takes {chosen['dps'][task]} from a tuned task")
-    _write_outputs(out, name, rows, names, image_size, seed, chosen)
+    _write_outputs(out, name, rows, names, image_size, seed, chosen, image_set)
     return chosen
+
+
+def write_domain(image_set: str, chosen: Dict[str, Dict[str, Dict[str, Any]]], command: str, n_images: int,
+                 trials: Path, diffusion_prior: Optional[str] = None) -> Path:
+    """Store ``chosen`` as the domain of ``image_set``'s values in :data:`varlib.baselines.DOMAIN_SETTINGS_FILE`
+    (the methods tuned by this call replace theirs; the others stay)."""
+    from .data import image_domain
+    domain = image_domain(image_set)
+    if domain is None:
+        raise ValueError(f"{image_set!r} belongs to no domain with its own baseline settings "
+                         "(varlib.data.DOMAIN_TRAIN_SETS); its values are the defaults in varlib/baselines.py")
+    path = bl.DOMAIN_SETTINGS_FILE
+    table = json.loads(path.read_text()) if path.exists() else {}
+    entry = table.setdefault(domain, {"notes": {}, "chosen": {}})
+    for m, per_task in chosen.items():
+        if per_task:
+            entry["chosen"][m] = per_task
+            entry["notes"][m] = (f"{command}: {n_images} {image_set} images" +
+                                 (f", prior {diffusion_prior}" if m in DIFFUSION_METHODS else "") + f", trials in {trials}")
+    atomic_write_text(path, json.dumps(table, indent=1) + "\n")
+    print("wrote", path)
+    return path
 
 
 def main(argv=None):
@@ -238,14 +283,25 @@ def main(argv=None):
     ap.add_argument("--write-defaults", action="store_true",
                     help="also write the chosen dps/diffpir/pnp-unet values to varlib/diffusion/tuned_settings.json "
                          "(the defaults of the benchmark's dps / diffpir / pnp-unet)")
+    ap.add_argument("--image-set", default="tinyimagenet-train", choices=list(TUNING_SETS),
+                    help="the training images searched on (celeba-train: the face domain)")
+    ap.add_argument("--write-domain", action="store_true",
+                    help="write the chosen values as the image set's domain's (varlib/tuned_baselines.json), "
+                         "which the benchmark uses for that domain's image sets (celeba-val)")
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--out", type=Path, default=Path("results/tuning"))
     args = ap.parse_args(argv)
+    if args.write_defaults and args.image_set != "tinyimagenet-train":
+        ap.error("--write-defaults stores the Tiny ImageNet defaults; for another image set use --write-domain")
     torch.set_num_threads(1)
     chosen = tune(args.methods, args.tasks, args.images, args.out, args.image_size,
                   log=lambda m: print(m, flush=True), name=args.name, dps_tasks=args.dps_tasks,
-                  diffusion_prior=args.diffusion_prior)
+                  diffusion_prior=args.diffusion_prior, image_set=args.image_set)
     print(json.dumps(chosen, indent=2))
+    command = f"python -m varlib.tune_baselines {' '.join(argv if argv is not None else sys.argv[1:])}"
+    if args.write_domain:
+        write_domain(args.image_set, chosen, command, args.images, args.out / f"{args.name}.csv",
+                     args.diffusion_prior if set(chosen) & set(DIFFUSION_METHODS) else None)
     if args.write_defaults:
         from .diffusion.solvers import TUNED_SETTINGS_FILE
         old = json.loads(TUNED_SETTINGS_FILE.read_text()) if TUNED_SETTINGS_FILE.exists() else {}
@@ -255,8 +311,7 @@ def main(argv=None):
         for m, v in chosen.items():  # replaces the methods tuned by this call, keeps the others
             if m in DIFFUSION_METHODS and v:
                 table[m] = v
-                notes[m] = (f"python -m varlib.tune_baselines {' '.join(argv if argv is not None else sys.argv[1:])}"
-                            f": {args.images} tinyimagenet-train images, trials in {args.out / (args.name + '.csv')}")
+                notes[m] = f"{command}: {args.images} {args.image_set} images, trials in {args.out / (args.name + '.csv')}"
         atomic_write_text(TUNED_SETTINGS_FILE, json.dumps({"prior": args.diffusion_prior, "notes": notes,
                                                           "chosen": table}, indent=1))
         print("wrote", TUNED_SETTINGS_FILE)

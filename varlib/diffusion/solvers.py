@@ -68,9 +68,13 @@ def _settings_table() -> Dict[str, Dict[str, Dict[str, Any]]]:
 EMBEDDED_SETTINGS: Dict[str, Dict[str, Dict[str, Any]]] = _settings_table()
 
 
-def embedded_settings(method: str, task: Optional[str]) -> Dict[str, Any]:
+def embedded_settings(method: str, task: Optional[str], domain: Optional[str] = None) -> Dict[str, Any]:
+    """The settings of ``method`` on ``task``: tuned for the Tiny ImageNet prior, with the values
+    tuned in image ``domain`` (``varlib.baselines.domain_settings``: faces with faces64-diffusion) on top."""
+    from ..baselines import domain_settings
+
     table = EMBEDDED_SETTINGS[method]
-    return copy.deepcopy(table.get(task, table["gaussian_blur"]))
+    return {**copy.deepcopy(table.get(task, table["gaussian_blur"])), **domain_settings(method, task, domain)}
 
 
 class _frozen:

@@ -54,7 +54,8 @@ def default_settings(params: Mapping[str, Any], task: str) -> Dict[str, Any]:
     """The full settings the ablated method runs with on ``task`` in the main benchmark (the chosen
     values the ablation figures mark)."""
     m = ablated_method(params)
-    return METHODS[m["name"]].resolve(m.get("settings") or {}, task, str(params.get("prior", "")))
+    return METHODS[m["name"]].resolve(m.get("settings") or {}, task, str(params.get("prior", "")),
+                                      str((params.get("images") or {}).get("set", "")))
 
 
 def _sweep_base(params: Mapping[str, Any]) -> Dict[str, Any]:

@@ -22,8 +22,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-#: (settings overrides, task, prior name) -> full settings
-Resolver = Callable[[Mapping[str, Any], str, Optional[str]], Dict[str, Any]]
+#: (settings overrides, task, prior name, image set) -> full settings
+Resolver = Callable[[Mapping[str, Any], str, Optional[str], Optional[str]], Dict[str, Any]]
 #: (settings overrides, y, operator, network prior or None, class labels or None, seed) -> varlib.Result
 Caller = Callable[..., Any]
 
@@ -41,23 +41,26 @@ class Method:
     batched: bool = False                    # batched on the benchmark's device (it runs a network)
     prior: Optional[str] = None              # params key of the network prior it runs
 
-    def resolve(self, settings: Mapping[str, Any], task: str, prior_name: Optional[str] = None) -> Dict[str, Any]:
-        """The full settings on ``task`` (per-task defaults, then ``settings``); ``ValueError`` names
+    def resolve(self, settings: Mapping[str, Any], task: str, prior_name: Optional[str] = None,
+                image_set: Optional[str] = None) -> Dict[str, Any]:
+        """The full settings on ``task`` (per-task defaults: the VAR solver's tuned for ``prior_name``,
+        the baselines' tuned for the domain of ``image_set``; then ``settings``); ``ValueError`` names
         unknown settings."""
         if self.accepts is not None:
             bad = sorted(set(settings) - set(self.accepts))
             if bad:
                 raise ValueError(f"unknown setting(s) {bad} for method {self.name!r}; "
                                  f"valid: {', '.join(self.accepts) or '(none)'}")
-        return self.full_settings(settings, task, prior_name)
+        return self.full_settings(settings, task, prior_name, image_set)
 
 
 # -- baselines ----------------------------------------------------------------------------------------
 def _baseline_resolver(tuned: Optional[str]) -> Resolver:
-    def resolve(settings, task, prior_name=None):
+    def resolve(settings, task, prior_name=None, image_set=None):
         from .. import baselines
+        from ..data import image_domain
 
-        return {**(baselines.baseline_settings(tuned, task) if tuned else {}), **settings}
+        return {**(baselines.baseline_settings(tuned, task, image_domain(image_set)) if tuned else {}), **settings}
     return resolve
 
 
@@ -82,11 +85,12 @@ def _baseline(name: str, function: str, accepts: Sequence[str], tuned: Optional[
 def _diffusion(name: str, steps: Optional[int], accepts: Sequence[str]) -> Method:
     """``steps``: the sampler's step count recorded in the full settings (None: its settings carry
     their own iteration count)."""
-    def resolve(settings, task, prior_name=None):
+    def resolve(settings, task, prior_name=None, image_set=None):
+        from ..data import image_domain
         from ..diffusion.solvers import embedded_settings
 
         fixed = {"steps": steps} if steps is not None else {}
-        return {**fixed, "bf16": True, **embedded_settings(name, task), **settings}
+        return {**fixed, "bf16": True, **embedded_settings(name, task, image_domain(image_set)), **settings}
 
     def call(settings, y, op, model=None, labels=None, seed=0):  # unconditional: class labels do not apply
         from ..diffusion.solvers import METHODS as SOLVERS
@@ -99,7 +103,7 @@ def _diffusion(name: str, steps: Optional[int], accepts: Sequence[str]) -> Metho
 
 # -- the VAR solver -------------------------------------------------------------------------------------
 def _var(name: str, named: str) -> Method:
-    def resolve(settings, task, prior_name=None):
+    def resolve(settings, task, prior_name=None, image_set=None):
         from ..solver import resolve_settings
 
         over = {k: v for k, v in settings.items() if k != "class_labels"}

@@ -340,7 +340,7 @@ def check_methods(methods: Any, p: Mapping[str, Any], where: str) -> List[Dict[s
     for m in specs:
         for task in p["tasks"]:
             try:
-                m.method.resolve(m.settings, task, p["prior"])
+                m.method.resolve(m.settings, task, p["prior"], str(p["images"]["set"]))
             except ValueError as e:
                 raise ParamsError(f"{where}: method {m.label!r}: {e}") from None
     if any(m.kind == "var" for m in specs):

@@ -9,7 +9,8 @@ import pandas as pd
 from .figures import frontier_figure, gallery_figure, metric_bars_figure, quality_time_figure, runtime_figure
 from .methods import method_label
 from .paths import study_paths
-from .tables import images_label, main_tables, write_runtime_table
+from .tables import images_label, main_tables, save_table, write_runtime_table
+from .targets import targets_table
 
 #: what each notebook writes (relative to results/<run>/); tests/test_notebooks.py checks these exist
 NOTEBOOK_OUTPUTS: Dict[str, List[str]] = {
@@ -40,6 +41,12 @@ def write_benchmark_outputs(df: pd.DataFrame, params: Mapping[str, Any]) -> Dict
     figs["gallery_tasks"] = gallery_figure(df, params, rows="tasks", image=g.get("image"), name="gallery_tasks")
     figs["gallery_images"] = gallery_figure(df, params, rows="images", task=g.get("task"), name="gallery_images",
                                             max_images=int(g.get("max_images", 6)))
+    targets = targets_table(df)
+    if len(targets):  # the study's stated aims this run can measure (varlib.study.targets)
+        save_table(targets, "targets", params, display=targets.drop(columns=["value"]),
+                   caption="Each aim measured on this run: PSNR means over the images both methods ran, per task "
+                           "then over tasks; times per image from the same run.")
+        tables["targets"] = targets
     return {"tables": tables, "figures": figs}
 
 

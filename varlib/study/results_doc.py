@@ -39,6 +39,7 @@ RUN_PURPOSE = {
 }
 #: tables of a run shown in its section after the PSNR table (when the run has them), with their titles
 SHOWN_TABLES = (
+    ("targets", "Targets: each aim of the study, measured on this run"),
     ("main_ssim", "SSIM"), ("main_haarpsi", "HaarPSI (weight-free perceptual similarity)"),
     ("ladder", "The component ladder: what each part of the solver adds"),
     ("uncertainty", "Posterior samples: spread, calibration, hole vs observed pixels"),
@@ -192,7 +193,9 @@ def readme_block(root: Path = REPO_ROOT) -> str:
     run_dir = root / "results" / lead
     cases = pd.read_csv(run_dir / "tables" / "cases.csv", keep_default_na=False)
     facts = _facts(cases, lead, root, (run_dir / "notebooks").is_dir())
-    return "\n".join([README_START, "", _read(run_dir / "tables" / "main_psnr.md"), "", *facts, "",
+    targets = run_dir / "tables" / "targets.md"
+    aims = ["**Targets**, measured on the same run:", "", _read(targets), ""] if targets.exists() else []
+    return "\n".join([README_START, "", _read(run_dir / "tables" / "main_psnr.md"), "", *facts, "", *aims,
                       "All runs, SSIM, time per image and the priors' own tables: [docs/results.md](docs/results.md).",
                       "", README_END])
 

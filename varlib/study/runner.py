@@ -103,7 +103,7 @@ def plan_cases(p: Mapping[str, Any], names: Sequence[str], labels: Sequence[int]
     for task in p["tasks"]:
         op_desc = make_operator(task, size, seed=p["seed"], noise_sigma=p["noise_sigma"]).describe()
         for m in specs:
-            full = m.method.resolve(m.settings, task, str(p["prior"]))
+            full = m.method.resolve(m.settings, task, str(p["prior"]), str(p["images"]["set"]))
             uses_labels = m.kind == "var" and bool(p["use_labels"])
             if uses_labels:
                 full = {**full, "use_labels": True}
@@ -270,10 +270,15 @@ def method_groups(ctx: Context, measured: Measured, spec: MethodSpec, cases: Seq
 
 
 def call_method(spec: MethodSpec, y: torch.Tensor, op, models: Mapping[str, Any], labels: Optional[torch.Tensor],
-                seed: int):
-    """Run one method entry on a batch of measurements ``y``; returns its :class:`varlib.Result`."""
+                seed: int, full: Optional[Mapping[str, Any]] = None):
+    """Run one method entry on a batch of measurements ``y``; returns its :class:`varlib.Result`.
+
+    ``full``: the case's resolved settings. The baselines get them whole (they carry the values tuned
+    for the image set's domain, which the functions alone do not know); the VAR solver gets the
+    entry's overrides and resolves the rest itself."""
     m = spec.method
-    return m.call(spec.settings, y, op, models.get(m.prior) if m.prior else None, labels, seed)
+    settings = dict(full) if full is not None and m.kind != "var" else spec.settings
+    return m.call(settings, y, op, models.get(m.prior) if m.prior else None, labels, seed)
 
 
 def run_group(ctx: Context, measured: Measured, spec: MethodSpec, group: Sequence[Case], op,
@@ -286,7 +291,7 @@ def run_group(ctx: Context, measured: Measured, spec: MethodSpec, group: Sequenc
     lab = torch.as_tensor([int(ctx.labels[i]) for i in idx]) if group[0].uses_labels else None
     t0 = time.perf_counter()
     with PeakMemory(dev) as mem:
-        res = call_method(spec, y, op, ctx.models, lab, ctx.p["seed"])
+        res = call_method(spec, y, op, ctx.models, lab, ctx.p["seed"], group[0].full)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     wall = time.perf_counter() - t0

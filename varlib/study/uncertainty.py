@@ -261,7 +261,7 @@ def posterior_samples_figure(params: Mapping[str, Any], method: Optional[str] = 
     op = make_operator(task, im["image_size"], seed=params["seed"], noise_sigma=params["noise_sigma"])
     y = op.measure(x[i:i + 1], indices=[i])  # the benchmark's measurement of this image
     prior = load_prior(str(params["prior"]))
-    settings = spec.method.resolve(spec.settings, task, str(params["prior"]))
+    settings = spec.method.resolve(spec.settings, task, str(params["prior"]), str(params["images"]["set"]))
     res = solve(y, op, prior, spec.method.target, return_samples=True, **{"seed": params["seed"], **settings})
     samples = res.samples[:, 0].clamp(0, 1)
     plt, _ = themed_pyplot()
