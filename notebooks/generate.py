@@ -63,6 +63,14 @@ tables = study.main_tables(df, P)
 for metric, table in tables.items():
     display(Markdown(f"### {study.METRICS[metric][0]}"))
     display(Markdown(table.to_markdown()))"""),
+        md("""
+## Targets
+
+Each aim of the study that this run can measure, with its number, met or not (`tables/targets`)."""),
+        code("""
+targets = study.write_targets(df, P)
+display(Markdown(targets.drop(columns=["value"]).to_markdown(index=False)) if targets is not None
+        else Markdown("no target applies to this run's methods"))"""),
         md("## PSNR per task"),
         code("study.metric_bars_figure(df, P, 'psnr');"),
         md("""
@@ -174,6 +182,8 @@ PSNR (dB, higher is better) per method and task, mean ± standard deviation over
 images; the best method per task is in bold. `init` is the operator's cheap initial estimate (hole
 filling, Wiener deconvolution, bicubic up-sampling), which the VAR solver starts from."""),
         code("""study.show(P, "tables/main_psnr.md")"""),
+        md("The study's aims that this run measures, each with its number, met or not:"),
+        code("""study.show(P, "tables/targets.md", optional=True)"""),
         md("SSIM (higher is better), same layout:"),
         code("""study.show(P, "tables/main_ssim.md")"""),
         md("HaarPSI (piq; a perceptual similarity that needs no learned weights, higher is better):"),

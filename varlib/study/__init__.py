@@ -13,7 +13,7 @@ Modules, each importing only those above it in this list: ``paths`` (where a run
 ``methods`` (the method registry), ``params`` (schema and loader), ``shards`` (deterministic
 shards of the cases), ``cache`` (case keys, the jsonl cache files, images), ``memory`` (peak memory), ``tables``, ``runner`` (:func:`run_benchmark`),
 ``cluster`` (shards as submitit jobs), ``ablation``, ``figures`` (also the operators figure), ``uncertainty``, ``ladder`` (the component
-ladder), ``report`` (what the
+ladder), ``targets`` (the study's aims, measured), ``report`` (what the
 notebooks write and show), ``cli`` (``python -m varlib.study``); ``timing``
 (``python -m varlib.study.timing``) stands apart.
 
@@ -49,7 +49,9 @@ _EXPORTS: Dict[str, List[str]] = {
                 "lowpass_figure", "runtime_figure", "quality_time_figure", "operators_figure", "method_palette"],
     "uncertainty": ["uncertainty_table", "sample_mmse_table", "uncertainty_figure", "std_error_correlation", "posterior_samples_figure"],
     "ladder": ["ladder_table", "ladder_figure", "ladder_numbers", "ladder_gains"],
-    "report": ["NOTEBOOK_OUTPUTS", "write_benchmark_outputs", "write_runtime_outputs", "run_info", "show"],
+    "targets": ["TARGETS", "targets_table"],
+    "report": ["NOTEBOOK_OUTPUTS", "write_benchmark_outputs", "write_runtime_outputs", "write_targets", "run_info",
+               "show"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 #: the tasks and their titles, as in varlib.operators

@@ -41,13 +41,22 @@ def write_benchmark_outputs(df: pd.DataFrame, params: Mapping[str, Any]) -> Dict
     figs["gallery_tasks"] = gallery_figure(df, params, rows="tasks", image=g.get("image"), name="gallery_tasks")
     figs["gallery_images"] = gallery_figure(df, params, rows="images", task=g.get("task"), name="gallery_images",
                                             max_images=int(g.get("max_images", 6)))
-    targets = targets_table(df)
-    if len(targets):  # the study's stated aims this run can measure (varlib.study.targets)
-        save_table(targets, "targets", params, display=targets.drop(columns=["value"]),
-                   caption="Each aim measured on this run: PSNR means over the images both methods ran, per task "
-                           "then over tasks; times per image from the same run.")
+    targets = write_targets(df, params)
+    if targets is not None:
         tables["targets"] = targets
     return {"tables": tables, "figures": figs}
+
+
+def write_targets(df: pd.DataFrame, params: Mapping[str, Any]) -> Optional[pd.DataFrame]:
+    """``tables/targets.*``: the study's stated aims this run can measure (:mod:`varlib.study.targets`),
+    each with its number and met or not; None (nothing written) when the run measures none."""
+    targets = targets_table(df)
+    if not len(targets):
+        return None
+    save_table(targets, "targets", params, display=targets.drop(columns=["value"]),
+               caption="Each aim measured on this run: PSNR means over the images both methods ran, per task "
+                       "then over tasks; times per image from the same run.")
+    return targets
 
 
 def write_runtime_outputs(df: pd.DataFrame, params: Mapping[str, Any]) -> Dict[str, Any]:
