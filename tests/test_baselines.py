@@ -231,7 +231,7 @@ def test_diffusion_tuning_chooses_from_the_grid_and_resumes(tmp_path, monkeypatc
         for k, p in enumerate(prior.parameters()):
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(k)) * 0.05)
     folder = save_diffusion_prior(prior, tmp_path / "dprior")
-    monkeypatch.setattr(tb, "tuning_images", lambda n, size: (load_images("embedded", 16)[:n], [f"img{i}" for i in range(n)]))
+    monkeypatch.setattr(tb, "tuning_images", lambda n, size, image_set="tinyimagenet-train": (load_images("embedded", 16)[:n], [f"img{i}" for i in range(n)]))
     monkeypatch.setattr(tb, "DIFFPIR_LAMBDAS", (1.0, 25.0))
     monkeypatch.setattr(tb, "DIFFPIR_ZETAS", (0.3,))
     monkeypatch.setattr(tb, "DPS_WEIGHTS", (0.3, 3.0))
