@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 
 from ..io import atomic_write_text
-from .cache import (append_row, case_key, git_commit, gt_png_name, key_settings, measurement_png_name, number,
+from .cache import (append_row, cache_files, case_key, git_commit, gt_png_name, key_settings, measurement_png_name, number,
                     prior_fingerprint, read_cache, read_png, read_run_rows, save_npy, save_png)
 from .memory import PeakMemory
 from .methods import METHODS, MethodSpec, compact, method_specs
@@ -425,18 +425,16 @@ def run_cases(p: Mapping[str, Any], root: Union[str, os.PathLike], limit: Option
 def missing_cases_message(root: Path, todo: Sequence[Case], units: Mapping[str, str], total: int) -> str:
     """What a merge tells when cases are missing: how many, per (task, method), and which shard owns
     them (the shard counts are read from the shard files present)."""
-    counts = sorted({s.count for s in (shard_of_file(f.name) for f in (root / "cache").glob("cases.*.jsonl")) if s})
+    from collections import Counter
+
+    counts = sorted({s.count for s in (shard_of_file(f.name) for f in cache_files(root)) if s})
     lines = [f"{len(todo)} of {total} cases of {root} are in no cache file yet, so no tables were written:"]
-    per: Dict[tuple, int] = {}
-    for c in todo:
-        per[(c.task, c.spec.label)] = per.get((c.task, c.spec.label), 0) + 1
+    per = Counter((c.task, c.spec.label) for c in todo)
     lines += [f"  task={t} method={m}: {n} missing" for (t, m), n in list(per.items())[:12]]
     if len(per) > 12:
         lines.append(f"  ... and {len(per) - 12} more (task, method) pairs")
     for n in counts:
-        owners: Dict[int, int] = {}
-        for c in todo:
-            owners[owner(units[c.key], n)] = owners.get(owner(units[c.key], n), 0) + 1
+        owners = Counter(owner(units[c.key], n) for c in todo)
         lines.append(f"  with {n} shards: " + ", ".join(f"shard {i}/{n} lacks {k}" for i, k in sorted(owners.items()))
                      + f"; rerun those shards (varlib bench --params ... --shard i/{n}) and merge again")
     if not counts:
