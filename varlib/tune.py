@@ -87,13 +87,12 @@ def _moot(key: str, best: Dict, num_scales: int) -> bool:
 def tuning_images(n: int, image_set: str = "tinyimagenet-train"):
     """``n`` evenly spaced training images (B, 3, 64, 64) in [0, 1], their labels and names: from shard 2 of
     ``tinyimagenet-train``, or from ``celeba-train`` (files 000001-009000)."""
-    from .training.common import read_split
+    from .training.common import evenly_spaced
     if image_set not in TUNING_SETS:
         raise ValueError(f"tuning images come from a training split: {' or '.join(map(repr, TUNING_SETS))}, "
                          f"not {image_set!r}")
-    x, y, names = read_split(image_set.split("-")[0], "train", shards=[2])
-    idx = np.linspace(0, len(x) - 1, n).round().astype(int)
-    return torch.from_numpy(x[idx]).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(y[idx]), [names[i] for i in idx]
+    x, y, names = evenly_spaced(image_set.split("-")[0], "train", n, shards=[2])
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(y), names
 
 
 def evaluate(prior, x, labels, task: str, settings: Dict, seed: int = 0) -> Dict:

@@ -82,10 +82,9 @@ def tuning_images(n: int = 8, image_size: int = 64, image_set: str = "tinyimagen
         raise ValueError(f"tuning images come from a training split: {' or '.join(map(repr, TUNING_SETS))}, "
                          f"not {image_set!r}")
     if image_set == "celeba-train":
-        from .training.common import read_split
-        raw, _, names = read_split("celeba", "train")
-        idx = np.linspace(0, len(raw) - 1, n).round().astype(int)
-        return to_tensor(raw[idx]), [names[i] for i in idx]
+        from .training.common import evenly_spaced
+        raw, _, names = evenly_spaced("celeba", "train", n)
+        return to_tensor(raw), names
     raw, labels, names = read_tinyimagenet("train", shards=[0])
     classes = np.unique(labels)
     picks = [int(np.flatnonzero(labels == c)[0]) for c in classes[np.linspace(0, len(classes) - 1, n).astype(int)]]

@@ -133,6 +133,14 @@ def read_split(dataset: str, split: str, shards: Optional[List[int]] = None, lim
     raise ValueError(f"unknown training dataset {dataset!r}; use one of {', '.join(DATASETS)}")
 
 
+
+def evenly_spaced(dataset: str, split: str, n: int, shards: Optional[List[int]] = None) -> tuple:
+    """``n`` evenly spaced images of :func:`read_split`'s ``(dataset, split)``: (uint8 (n, 64, 64, 3),
+    labels, names), the tuners' images."""
+    x, y, names = read_split(dataset, split, shards=shards)
+    idx = np.linspace(0, len(x) - 1, n).round().astype(int)
+    return x[idx], y[idx], [names[i] for i in idx]
+
 def _nchw(x: np.ndarray, y: np.ndarray) -> tuple:
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
 
