@@ -64,7 +64,9 @@ def method_palette(methods: Sequence[str]) -> Dict[str, Any]:
     """A fixed colour per method (same in every figure of a run)."""
     import seaborn as sns
 
-    colors = sns.color_palette("tab10", n_colors=max(10, len(methods)))
+    # tab10 repeats after 10 colours; a run with more methods gets tab20 (20 distinct), then husl
+    name = "tab10" if len(methods) <= 10 else ("tab20" if len(methods) <= 20 else "husl")
+    colors = sns.color_palette(name, n_colors=max(10, len(methods)))
     return {m: colors[i % len(colors)] for i, m in enumerate(methods)}
 
 
