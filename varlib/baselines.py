@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from . import linalg
-from .operators import TASKS, as_operator
+from .operators import TASKS, range_free
 from .result import Result
 
 # --------------------------------------------------------------------------------------------------
@@ -120,20 +120,6 @@ def _resolve(method: str, op, given: Dict[str, Any]) -> Dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------------
-def _range_free(fn: Callable[..., Result]) -> Callable[..., Result]:
-    """Decorator for ``fn(y, op, ...)``: adapt ``op`` (:func:`varlib.operators.as_operator`), refuse a bad
-    measurement (shape, NaN, inf) and run with the operator's [0, 1] input check off (iterates overshoot)."""
-
-    @functools.wraps(fn)
-    def wrapper(y, op, *args, **kwargs):
-        op = as_operator(op, y=y)
-        op.check_measurement(y)
-        with op.unchecked_range():
-            return fn(y, op, *args, **kwargs)
-
-    return wrapper
-
-
 def _residual(x: torch.Tensor, y: torch.Tensor, op) -> list:
     """Per image ||y - A x||_2."""
     return (op.A(x) - y).flatten(1).norm(dim=1).tolist()
@@ -155,7 +141,7 @@ def _physics(op, noise: bool = False):
 # Initial estimate
 # --------------------------------------------------------------------------------------------------
 @torch.no_grad()
-@_range_free
+@range_free
 def initial_estimate(y: torch.Tensor, op, **_: Any) -> Result:
     """The operator's initial estimate, whatever ``op.init_estimate`` does (hole filling for inpainting,
     Wiener deconvolution for the blurs, bicubic up-sampling for super-resolution)."""
@@ -194,7 +180,7 @@ def tv_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-@_range_free
+@range_free
 def tv_reconstruction(y: torch.Tensor, op, lam: Optional[float] = None, iters: Optional[int] = None,
                       **_: Any) -> Result:
     """TV-regularised least squares ``min_{x in [0,1]} 0.5 ||A x - y||^2 + lam TV(x)``.
@@ -292,7 +278,7 @@ def hqs_loop(y: torch.Tensor, op, denoise: Callable[[torch.Tensor, float], torch
 
 
 @torch.no_grad()
-@_range_free
+@range_free
 def pnp_bm3d(y: torch.Tensor, op, sigma_den: Optional[float] = None, iters: Optional[int] = None,
              lam: Optional[float] = None, sigma_max: Optional[float] = None, cg_iters: int = 30,
              **_: Any) -> Result:
@@ -458,7 +444,7 @@ def _diffusion_denoiser(denoiser, model, image_size, device, class_labels, downl
     return EvalCounter(denoiser.to(device))
 
 
-@_range_free
+@range_free
 def dps(y: torch.Tensor, op, num_steps: Optional[int] = None, weight: Optional[float] = None,
         denoiser: Optional[torch.nn.Module] = None, model: Optional[str] = None, class_labels=None,
         seed: int = 0, download: bool = True, device=None, **_: Any) -> Result:
@@ -486,7 +472,7 @@ def dps(y: torch.Tensor, op, num_steps: Optional[int] = None, weight: Optional[f
                           "final_residual": _residual(x, y.to(device), op)})
 
 
-@_range_free
+@range_free
 def diffpir(y: torch.Tensor, op, max_iter: Optional[int] = None, lambda_: Optional[float] = None,
             zeta: Optional[float] = None, denoiser: Optional[torch.nn.Module] = None, model: Optional[str] = None,
             class_labels=None, seed: int = 0, download: bool = True, device=None, **_: Any) -> Result:

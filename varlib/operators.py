@@ -49,8 +49,9 @@ range is twice as wide, so the same noise is 0.025 on ``[0, 1]``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -1001,3 +1002,21 @@ def as_operator(physics: Any, img_size: Optional[Sequence[int]] = None, noise_si
     if sigma < 0:
         raise ValueError(f"noise_sigma must be >= 0 (std on the [0, 1] scale), got {sigma}")
     return PhysicsOperator(physics, img_size, sigma, task)
+
+
+_Solve = TypeVar("_Solve", bound=Callable[..., Any])
+
+
+def range_free(fn: _Solve) -> _Solve:
+    """Decorator for a reconstruction ``fn(y, op, ...)``: adapt ``op`` (:func:`as_operator`), refuse a
+    bad measurement (shape, NaN, inf) and run with the operator's [0, 1] input check off, because an
+    iterative solver's iterates overshoot that range on their way."""
+
+    @functools.wraps(fn)
+    def wrapper(y, op, *args, **kwargs):
+        op = as_operator(op, y=y)
+        op.check_measurement(y)
+        with op.unchecked_range():
+            return fn(y, op, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

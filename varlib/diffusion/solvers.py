@@ -38,7 +38,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..operators import TASKS
+from ..operators import TASKS, range_free
 from ..result import Result
 from .model import DiffusionPrior, load_diffusion_prior
 
@@ -165,6 +165,7 @@ def diffpir_embedded(y: torch.Tensor, op, prior: Optional[DiffusionPrior] = None
     return _finish(res, t0, prior, "diffpir", {"max_iter": int(steps), **s, "bf16": bool(bf16), "seed": int(seed)})
 
 
+@range_free
 def pnp_unet_embedded(y: torch.Tensor, op, prior: Optional[DiffusionPrior] = None, iters: Optional[int] = None,
                       lam: Optional[float] = None, sigma_max: Optional[float] = None, sigma_den: Optional[float] = None,
                       cg_iters: int = 30, bf16: bool = True, seed: int = 0, device=None, **_: Any) -> Result:
@@ -176,17 +177,14 @@ def pnp_unet_embedded(y: torch.Tensor, op, prior: Optional[DiffusionPrior] = Non
     Deterministic (``seed`` is accepted for the benchmark's uniform call and recorded only).
     """
     from .. import baselines as bl
-    from ..operators import as_operator
 
     t0 = time.perf_counter()
-    op = as_operator(op, y=y)
-    op.check_measurement(y)
     prior = _prior(prior, device)
     s = embedded_settings("pnp-unet", getattr(op, "task", None))
     s.update({k: v for k, v in dict(iters=iters, lam=lam, sigma_max=sigma_max).items() if v is not None})
     den = float(sigma_den) if sigma_den is not None else max(float(op.noise_sigma), 1e-3)
     sigmas = bl.pnp_sigma_schedule(float(s["sigma_max"]), den, int(s["iters"]))
-    with _frozen(prior, bf16), torch.no_grad(), op.unchecked_range():
+    with _frozen(prior, bf16), torch.no_grad():
         z = bl.hqs_loop(y, op, lambda x, sk: prior.denoise(x, sk, clip=True), sigmas, float(s["lam"]), int(cg_iters))
     res = Result(image=z, denoiser_evals=len(sigmas), residual_per_scale=[],
                  extras={"iterations": len(sigmas), "sigmas": sigmas})
