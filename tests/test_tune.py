@@ -131,3 +131,43 @@ def test_settings_a_named_set_switches_off_are_not_swept():
     assert tune._moot("guidance_strength", {"injection_depth": 2, "guidance_steps": 0}, 5)
     assert tune._moot("dc_latent_weight", {"dc_latent_steps": 0}, 5)
     assert tune._moot("dc_pixel_rho", {"dc_pixel": False}, 5) and not tune._moot("dc_pixel_rho", {"dc_pixel": True}, 5)
+
+
+def test_posterior_sampling_is_tuned_for_calibration_within_the_psnr_slack(tmp_path, monkeypatch):
+    """--settings posterior: the full temperature x top-p grid is scored (mean's PSNR, coverage); the pair
+    recorded under "<prior>/posterior" is the best-calibrated one of those within the PSNR slack, and the
+    solver's "posterior" settings keep the default's tuned values beside it."""
+    import pandas as pd
+    from varlib.metrics import CALIBRATED_COVERAGE
+    from varlib.solver import resolve_settings
+
+    torch.manual_seed(0)
+    prior = build_prior("test")
+    prior.name = "tiny-test"
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4)),
+                                        size=(16, 16), mode="bilinear")
+    settings_file = tmp_path / "tuned.json"
+    settings_file.write_text(json.dumps({"tiny-test": {"sr4": {"injection_depth": 1, "dc_latent_steps": 2}}}))
+    monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr(tune, "load_prior", lambda name: prior)
+    monkeypatch.setattr(tune, "tuning_images",
+                        lambda n, image_set=None: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    monkeypatch.setattr(tune, "SAMPLE_SEARCH", {"temperature": [0.5, 3.0], "top_p": [1.0]})
+    tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "sr4", "--out", str(tmp_path / "out"),
+               "--settings", "posterior"])
+    table = json.loads(settings_file.read_text())
+    chosen = table["tiny-test/posterior"]["sr4"]
+    log = pd.read_csv(tmp_path / "out" / "var_tuning_tiny-test_posterior.csv")
+    assert len(log) == 2 and set(log.temperature) == {0.5, 3.0}
+    assert (log.coverage.between(0, 1)).all() and (log.mean_std > 0).all()
+    # (the random test prior's logits are near uniform, so its spread hardly depends on the temperature)
+    ok = log[log.psnr >= log.psnr.max() - tune.PSNR_SLACK_DB]
+    expect = ok.loc[(ok.coverage - CALIBRATED_COVERAGE).abs().idxmin()]
+    assert chosen == {"temperature": expect.temperature, "top_p": expect.top_p}
+    s = resolve_settings("posterior", "sr4", prior_name="tiny-test")
+    assert s["temperature"] == chosen["temperature"] and s["num_samples"] == 8 and s["decode"] == "sample"
+    assert s["injection_depth"] == 1 and s["dc_latent_steps"] == 2  # the default's tuned values underneath
+    assert table["tiny-test"] == {"sr4": {"injection_depth": 1, "dc_latent_steps": 2}}
+    with pytest.raises(SystemExit):
+        tune.main(["--prior", "tiny-test", "--settings", "posterior", "--keys", "temperature"])

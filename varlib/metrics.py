@@ -24,6 +24,8 @@ Conventions
   table because it needs no learned weights, so it runs offline everywhere. It is a similarity in
   (0, 1], higher is better, and works from 32 px up. MS-SSIM, the other weight-free candidate,
   needs at least 161 px at its 5 scales, too large for 64 px images.
+* Coverage of an uncertainty map (:func:`coverage`): the share of pixel values whose error is at most
+  ``k`` (2) times the map's standard deviation, about 0.954 for a calibrated Gaussian posterior.
 """
 from __future__ import annotations
 
@@ -170,3 +172,18 @@ def evaluate(x: torch.Tensor, ref: torch.Tensor, with_lpips: bool = True, gaussi
         v = lpips(x, ref)
         out["lpips"] = v if v is not None else np.full(x.shape[0], np.nan)
     return out
+
+
+#: the coverage a calibrated Gaussian posterior gives at ``COVERAGE_K`` standard deviations (erf(2 / sqrt 2))
+COVERAGE_K = 2.0
+CALIBRATED_COVERAGE = math.erf(COVERAGE_K / math.sqrt(2.0))
+
+
+def coverage(estimate, std, ref, k: float = COVERAGE_K) -> float:
+    """The share of values with ``|estimate - ref| <= k * std`` (tensors or arrays of one shape, images in
+    [0, 1]; ``std`` >= 0, e.g. the per-pixel standard deviation of posterior samples)."""
+    e, s, r = (np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
+               for a in (estimate, std, ref))
+    if not (e.shape == s.shape == r.shape):
+        raise ValueError(f"estimate, std and ref must have one shape, got {e.shape}, {s.shape}, {r.shape}")
+    return float((np.abs(e - r) <= k * s).mean())

@@ -93,6 +93,9 @@ NAMED_SETTINGS: Dict[str, Dict[str, Any]] = {
     "guided": dict(guidance_steps=3, guidance_strength=1.0, decode="argmax"),
     # guidance and the latent data-consistency step, without the pixel step (the ladder's fourth rung)
     "latent_dc": dict(guidance_steps=3, guidance_strength=1.0, decode="argmax", dc_latent_steps=60, dc_pixel=False),
+    # posterior sampling: the default's tuned values, 8 samples drawn at every generated scale; the
+    # per-task temperature and top-p are tuned for calibrated spread (python -m varlib.tune --settings posterior)
+    "posterior": dict(base="default", num_samples=8, decode="sample", temperature=1.0, top_p=0.9),
 }
 
 # Per-task values of the named settings, per prior, chosen by coordinate search on the prior's training
@@ -136,7 +139,10 @@ def resolve_settings(settings: Union[str, Dict[str, Any], None] = "default", tas
     if isinstance(settings, str):
         if settings not in NAMED_SETTINGS:
             raise ValueError(f"unknown solver settings {settings!r}; named settings: {', '.join(NAMED_SETTINGS)}")
-        s.update(NAMED_SETTINGS[settings])
+        named = dict(NAMED_SETTINGS[settings])
+        if "base" in named:  # built on another named set, with that set's tuned per-task values
+            s = resolve_settings(named.pop("base"), task, num_scales, prior_name)
+        s.update(named)
         s.update(task_defaults(prior_name, task, settings))
         s["name"] = settings
     else:

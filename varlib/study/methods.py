@@ -142,6 +142,7 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     _var("var-injection", "injection_only"),
     _var("var-guided", "guided"),          # the ladder's rungs between var-injection and var
     _var("var-latent-dc", "latent_dc"),
+    _var("var-posterior", "posterior"),    # 8 posterior samples, their mean and per-pixel std
 )}
 
 

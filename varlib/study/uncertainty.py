@@ -29,6 +29,7 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 import pandas as pd
 
+from ..metrics import COVERAGE_K, coverage
 from ..operators import TASK_TITLES
 from .cache import read_png
 from .figures import save_figure, themed_pyplot
@@ -36,7 +37,6 @@ from .paths import study_paths
 from .tables import fmt_mean_std, plural, save_table, task_order
 
 DECILES = 10
-COVERAGE_K = 2.0
 
 
 def std_error_correlation(mean: np.ndarray, std: np.ndarray, target: np.ndarray) -> Dict[str, Any]:
@@ -52,15 +52,15 @@ def std_error_correlation(mean: np.ndarray, std: np.ndarray, target: np.ndarray)
         raise ValueError(f"mean, std and target must have the same number of values, got "
                          f"{mean.size}, {std.size}, {target.size}")
     err = np.abs(mean - target)
-    coverage = float((err <= COVERAGE_K * std).mean())
+    covered = coverage(mean, std, target)
     if np.ptp(std) == 0 or np.ptp(err) == 0:  # a constant map: no correlation is defined
-        return {"pearson": np.nan, "spearman": np.nan, "error_by_decile": [np.nan] * DECILES, "coverage": coverage}
+        return {"pearson": np.nan, "spearman": np.nan, "error_by_decile": [np.nan] * DECILES, "coverage": covered}
     pearson = float(np.corrcoef(std, err)[0, 1])
     rank = lambda a: pd.Series(a).rank().to_numpy()  # noqa: E731 (average ranks for ties)
     spearman = float(np.corrcoef(rank(std), rank(err))[0, 1])
     order = np.argsort(std, kind="stable")
     deciles = [float(err[chunk].mean()) for chunk in np.array_split(order, DECILES)]
-    return {"pearson": pearson, "spearman": spearman, "error_by_decile": deciles, "coverage": coverage}
+    return {"pearson": pearson, "spearman": spearman, "error_by_decile": deciles, "coverage": covered}
 
 
 def _observed_mask(task: str, size: int, seed: int, cache: Dict[tuple, Optional[np.ndarray]]) -> Optional[np.ndarray]:
@@ -90,9 +90,8 @@ def case_correlations(df: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
         hole = {"std_hole": np.nan, "std_observed": np.nan, "coverage_hole": np.nan}
         seen = _observed_mask(r["task"], int(std.shape[-1]), int(r.get("seed", 0)), masks)
         if seen is not None and (~seen).any():
-            err = np.abs(mean - gt)
             hole = {"std_hole": float(std[:, ~seen].mean()), "std_observed": float(std[:, seen].mean()),
-                    "coverage_hole": float((err[:, ~seen] <= COVERAGE_K * std[:, ~seen]).mean())}
+                    "coverage_hole": coverage(mean[:, ~seen], std[:, ~seen], gt[:, ~seen])}
         rows.append({"image": r["image"], "task": r["task"], "method": r["method"], "pearson": c["pearson"],
                      "spearman": c["spearman"], "mean_std": float(std.mean()), "coverage": c["coverage"], **hole,
                      **{f"err_d{k + 1}": v for k, v in enumerate(c["error_by_decile"])}})
