@@ -8,6 +8,24 @@ from varlib import tune
 from varlib.prior import build_prior
 
 
+def _tuning_setup(tmp_path, monkeypatch, table: dict, seed: int):
+    """The random 16 px test prior named ``tiny-test``, two seeded images as its "training" images, and a
+    temporary ``tuned_settings.json`` holding ``table``; returns the file."""
+    torch.manual_seed(0)
+    prior = build_prior("test")  # 16 px, schedule (1, 2, 4)
+    prior.name = "tiny-test"
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(seed)),
+                                        size=(16, 16), mode="bilinear")
+    settings_file = tmp_path / "tuned.json"
+    settings_file.write_text(json.dumps(table))
+    monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
+    monkeypatch.setattr(tune, "load_prior", lambda name: prior)
+    monkeypatch.setattr(tune, "tuning_images",
+                        lambda n, image_set=None: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    return settings_file
+
+
 def test_candidates_name_the_schedule_and_moot_keys_are_skipped():
     assert tune._candidate("all", 5) == 5 and tune._candidate("all-1", 5) == 4 and tune._candidate(2, 5) == 2
     # every scale injected: no guidance setting can change the result
@@ -19,18 +37,8 @@ def test_candidates_name_the_schedule_and_moot_keys_are_skipped():
 
 
 def test_tuning_writes_best_values_and_keeps_other_task_settings(tmp_path, monkeypatch):
-    torch.manual_seed(0)
-    prior = build_prior("test")  # 16 px, schedule (1, 2, 4)
-    prior.name = "tiny-test"
-    g = torch.Generator().manual_seed(0)
-    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(16, 16), mode="bilinear")
-    settings_file = tmp_path / "tuned.json"
-    settings_file.write_text(json.dumps({"tiny-test": {"sr4": {"dc_latent_steps": 2, "dc_pixel_rho": 0.5}}}))
-    monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
-    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
-    monkeypatch.setattr(tune, "load_prior", lambda name: prior)
-    monkeypatch.setattr(tune, "tuning_images",
-                        lambda n, image_set=None: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    settings_file = _tuning_setup(tmp_path, monkeypatch, {"tiny-test": {"sr4": {"dc_latent_steps": 2, "dc_pixel_rho": 0.5}}},
+                                  seed=0)
     tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "sr4", "--out", str(tmp_path / "out")])
     chosen = json.loads(settings_file.read_text())["tiny-test"]["sr4"]
     assert chosen["dc_latent_steps"] == 2  # not searched: kept
@@ -45,19 +53,8 @@ def test_tuning_writes_best_values_and_keeps_other_task_settings(tmp_path, monke
 
 
 def test_a_partial_search_sweeps_only_the_named_keys(tmp_path, monkeypatch):
-    torch.manual_seed(0)
-    prior = build_prior("test")
-    prior.name = "tiny-test"
-    g = torch.Generator().manual_seed(1)
-    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(16, 16), mode="bilinear")
-    settings_file = tmp_path / "tuned.json"
-    settings_file.write_text(json.dumps({"tiny-test": {"gaussian_blur": {"injection_depth": 1}},
-                                         "_notes": {"tiny-test": "first search"}}))
-    monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
-    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
-    monkeypatch.setattr(tune, "load_prior", lambda name: prior)
-    monkeypatch.setattr(tune, "tuning_images",
-                        lambda n, image_set=None: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    table = {"tiny-test": {"gaussian_blur": {"injection_depth": 1}}, "_notes": {"tiny-test": "first search"}}
+    settings_file = _tuning_setup(tmp_path, monkeypatch, table, seed=1)
     tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "gaussian_blur", "--out", str(tmp_path / "out"),
                "--keys", "dc_pixel_prior_weight"])
     table = json.loads(settings_file.read_text())
@@ -76,19 +73,9 @@ def test_a_partial_search_sweeps_only_the_named_keys(tmp_path, monkeypatch):
 def test_a_prior_tuned_from_its_fallback_records_the_values_it_was_scored_with(tmp_path, monkeypatch):
     """A prior without tuned values starts from those of the prior it shares a tokenizer with; the values
     it records include that prior's unswept ones (e.g. latent steps), which its trials ran with."""
-    torch.manual_seed(0)
-    prior = build_prior("test")
-    prior.name = "tiny-test"
-    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)),
-                                        size=(16, 16), mode="bilinear")
-    settings_file = tmp_path / "tuned.json"
-    settings_file.write_text(json.dumps({"base-test": {"sr4": {"dc_latent_steps": 2, "dc_latent_lr": 0.05}}}))
-    monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
-    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
+    settings_file = _tuning_setup(tmp_path, monkeypatch, {"base-test": {"sr4": {"dc_latent_steps": 2, "dc_latent_lr": 0.05}}},
+                                  seed=2)
     monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FALLBACK", {"tiny-test": "base-test"})
-    monkeypatch.setattr(tune, "load_prior", lambda name: prior)
-    monkeypatch.setattr(tune, "tuning_images",
-                        lambda n, image_set=None: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
     tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "sr4", "--out", str(tmp_path / "out"),
                "--keys", "dc_pixel_prior_weight"])
     chosen = json.loads(settings_file.read_text())["tiny-test"]["sr4"]
@@ -101,18 +88,7 @@ def test_named_settings_are_tuned_into_their_own_entry(tmp_path, monkeypatch):
     "<prior>/reference", the solver's "reference" settings pick it up, and "default" is untouched."""
     from varlib.solver import resolve_settings
 
-    torch.manual_seed(0)
-    prior = build_prior("test")
-    prior.name = "tiny-test"
-    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)),
-                                        size=(16, 16), mode="bilinear")
-    settings_file = tmp_path / "tuned.json"
-    settings_file.write_text(json.dumps({"tiny-test": {"sr4": {"injection_depth": 1}}}))
-    monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
-    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
-    monkeypatch.setattr(tune, "load_prior", lambda name: prior)
-    monkeypatch.setattr(tune, "tuning_images",
-                        lambda n, image_set=None: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    settings_file = _tuning_setup(tmp_path, monkeypatch, {"tiny-test": {"sr4": {"injection_depth": 1}}}, seed=3)
     tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "sr4", "--out", str(tmp_path / "out"),
                "--settings", "reference", "--keys", "injection_depth"])
     table = json.loads(settings_file.read_text())
@@ -141,18 +117,8 @@ def test_posterior_sampling_is_tuned_for_calibration_within_the_psnr_slack(tmp_p
     from varlib.metrics import CALIBRATED_COVERAGE
     from varlib.solver import resolve_settings
 
-    torch.manual_seed(0)
-    prior = build_prior("test")
-    prior.name = "tiny-test"
-    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4)),
-                                        size=(16, 16), mode="bilinear")
-    settings_file = tmp_path / "tuned.json"
-    settings_file.write_text(json.dumps({"tiny-test": {"sr4": {"injection_depth": 1, "dc_latent_steps": 2}}}))
-    monkeypatch.setattr(tune, "TUNED_SETTINGS_FILE", settings_file)
-    monkeypatch.setattr("varlib.solver.TUNED_SETTINGS_FILE", settings_file)
-    monkeypatch.setattr(tune, "load_prior", lambda name: prior)
-    monkeypatch.setattr(tune, "tuning_images",
-                        lambda n, image_set=None: (x[:n], torch.zeros(n, dtype=torch.long), ["a", "b"][:n]))
+    settings_file = _tuning_setup(tmp_path, monkeypatch,
+                                  {"tiny-test": {"sr4": {"injection_depth": 1, "dc_latent_steps": 2}}}, seed=4)
     monkeypatch.setattr(tune, "SAMPLE_SEARCH", {"temperature": [0.5, 3.0], "top_p": [1.0]})
     tune.main(["--prior", "tiny-test", "--images", "2", "--tasks", "sr4", "--out", str(tmp_path / "out"),
                "--settings", "posterior"])

@@ -426,6 +426,24 @@ def runtime_figure(df: pd.DataFrame, params: Mapping[str, Any], name: str = "run
     return fig
 
 
+def _label_points(ax, points, fontsize: float = 7.0) -> None:
+    """Name each ``(label, x, y)`` point beside it, moving a label below the point (and further down)
+    while it would overlap one placed before."""
+    ax.figure.canvas.draw()  # fixes the limits, so data -> display is final
+    pt = ax.figure.dpi / 72.0
+    line, placed = (fontsize + 2) * pt, []
+    for label, x, y in points:
+        px, py = ax.transData.transform((x, y))
+        width = 0.62 * fontsize * pt * len(str(label))
+        dy = 4 * pt
+        while any(abs(px - qx) < max(width, qw) and abs(py + dy - qy) < line for qx, qy, qw in placed):
+            dy -= line
+        placed.append((px, py + dy, width))
+        moved = dict(arrowprops=dict(arrowstyle="-", lw=0.5, color="0.45", shrinkA=0, shrinkB=3)) if dy < 0 else {}
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, dy / pt), fontsize=fontsize,
+                    va="bottom" if dy > 0 else "top", **moved)  # a moved label keeps a leader line to its point
+
+
 def frontier_figure(df: pd.DataFrame, params: Mapping[str, Any], metric: str = "psnr", name: str = "frontier"):
     """The quality-versus-time frontier of each method family (the registry name: every ``var`` entry,
     every ``pnp-bm3d`` entry, ...): mean over tasks of each entry, the entries of a family joined in
@@ -440,12 +458,15 @@ def frontier_figure(df: pd.DataFrame, params: Mapping[str, Any], metric: str = "
     plt, _ = themed_pyplot()
     pal = method_palette(list(dict.fromkeys(family[method_order(df, params)])))
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    labelled = []
     for f in dict.fromkeys(family[method_order(df, params)]):
         pts = g.loc[family[family == f].index].sort_values("seconds")
         ax.plot(pts["seconds"], pts[metric], marker="o", color=pal[f], label=f, lw=1.5 if f in families else 0)
-        for label, r in pts.iterrows():
-            ax.annotate(label, (r["seconds"], r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        labelled += [(label, r["seconds"], r[metric]) for label, r in pts.iterrows()]
     ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo, hi * 2.5)  # room for the labels of the slowest points
+    _label_points(ax, labelled)
     _plain_log_labels(ax, "x")
     ax.set_xlabel("time per image (s, log scale)")
     ax.set_ylabel(f"{METRICS[metric][0]}, mean over tasks")
