@@ -108,3 +108,28 @@ def test_hole_statistics_and_mmse_against_one_sample(tmp_path, monkeypatch):
     assert numbers["gain_db"].to_numpy() == pytest.approx(
         (merged["psnr_x"] - merged["psnr_y"]).groupby(merged["task"], sort=False).mean().to_numpy())
     assert study.sample_mmse_table(df[df["method"] != "var-1sample"], P) is None
+
+
+def test_posterior_samples_figure_finds_a_named_sample_set(tmp_path, monkeypatch):
+    """var-posterior sets num_samples in its named settings, not in the params entry: the figure must
+    still find it, draw every sample and save itself; a run without several samples gives None."""
+    import torch
+
+    from varlib import study
+    from varlib.prior import build_prior
+
+    monkeypatch.setenv(study.RESULTS_ENV, str(tmp_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    torch.manual_seed(0)
+    prior = build_prior("test")  # 16 px
+    monkeypatch.setattr("varlib.prior.load_prior", lambda name: prior)
+    P = study.load_params("params/smoke.yaml", run="post")
+    P["images"] = {**P["images"], "image_size": 16, "limit": 1}
+    # the 3-scale test prior needs a shallower injection; num_samples still comes from the named set
+    P["methods"] = [{"name": "var-posterior", "label": "var-8samples", "settings": {"injection_depth": 2}}]
+    fig = study.posterior_samples_figure(P, task="inpaint_box")
+    assert fig is not None
+    assert sum(a.get_title().startswith("sample ") for a in fig.axes) == 8
+    assert (tmp_path / "post" / "figures" / "posterior_samples.png").is_file()
+    P["methods"] = [{"name": "var", "label": "var"}]
+    assert study.posterior_samples_figure(P, task="inpaint_box") is None

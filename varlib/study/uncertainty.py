@@ -250,17 +250,19 @@ def posterior_samples_figure(params: Mapping[str, Any], method: Optional[str] = 
     from ..solver import solve
     from .methods import method_specs
 
-    specs = [s for s in method_specs(params) if s.kind == "var" and int(s.settings.get("num_samples", 1)) > 1
-             and method in (None, s.label)]
+    prior_name, im = str(params["prior"]), params["images"]
+    # num_samples may come from a named set (var-posterior), so filter on the resolved settings
+    resolved = [(s, s.method.resolve(s.settings, task, prior_name, str(im["set"]))) for s in method_specs(params)
+                if s.kind == "var" and method in (None, s.label)]
+    specs = [(s, r) for s, r in resolved if int(r.get("num_samples", 1)) > 1]
     if not specs:
         return None
-    spec, im = specs[0], params["images"]
+    spec, settings = specs[0]
     x, names = load_images(im["set"], im["image_size"], limit=im["limit"], with_names=True)
     i = names.index(image) if image in names else 0
     op = make_operator(task, im["image_size"], seed=params["seed"], noise_sigma=params["noise_sigma"])
     y = op.measure(x[i:i + 1], indices=[i])  # the benchmark's measurement of this image
-    prior = load_prior(str(params["prior"]))
-    settings = spec.method.resolve(spec.settings, task, str(params["prior"]), str(params["images"]["set"]))
+    prior = load_prior(prior_name)
     res = solve(y, op, prior, spec.method.target, return_samples=True, **{"seed": params["seed"], **settings})
     samples = res.samples[:, 0].clamp(0, 1)
     plt, _ = themed_pyplot()
