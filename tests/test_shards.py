@@ -104,7 +104,7 @@ def test_three_local_jobs_give_the_single_run_tables(tmp_path):
 def test_killed_shard_resubmitted_loses_and_duplicates_nothing(tmp_path):
     # slow cases (TV with many iterations), so the job is still running when it is killed
     P = _params(tmp_path, images=dict(set="embedded", image_size=16, limit=6), tasks=["sr4", "gaussian_blur"],
-                methods=[{"name": "tv", "settings": {"iters": 3000}}])
+                methods=[{"name": "tv", "settings": {"iters": 10000}}])
     ex = make_executor(tmp_path / "submitit", "local", threads=1, timeout_min=10)
     out = tmp_path / "res"
     shard_file = out / "sh" / "cache" / "cases.shard-0-of-2.jsonl"
